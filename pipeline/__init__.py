@@ -1,0 +1,1 @@
+"""BlazeStyleGAN compression and export pipeline: the library behind the DVC stages in ``stages/``."""

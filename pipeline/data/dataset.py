@@ -1,0 +1,76 @@
+"""A ``torch.utils.data.Dataset`` over the artifact written by the ``prepare`` stage."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.data.prepare import FORMAT_VERSION, MANIFEST_FIELDS
+from pipeline.errors import DataError
+
+
+class FaceDataset(torch.utils.data.Dataset):
+    """Images of a prepared dataset as float tensors (3, R, R) in [-1, 1].
+
+    With ``xflip`` the dataset is twice as long: index ``i + len(images)`` is image ``i`` mirrored.
+    Doubling (as StyleGAN2-ADA's ``--mirror`` does) rather than flipping at random keeps every
+    epoch, and so every resumed run, the same for a given sampler seed.
+
+    Args:
+        root:      the directory written by ``prepare``.
+        xflip:     add horizontally mirrored copies.
+        in_memory: decode every image once at construction and keep them (uint8) in memory.
+    """
+
+    def __init__(self, root: str | Path, xflip: bool = False, in_memory: bool = False):
+        self.root = Path(root)
+        meta_path = self.root / "dataset.json"
+        if not meta_path.is_file():
+            raise DataError(f"{self.root}: not a prepared dataset (no dataset.json); "
+                            "run the prepare stage first")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{meta_path}: unreadable: {e}") from None
+        if meta.get("format") != FORMAT_VERSION:
+            raise DataError(f"{meta_path}: dataset format {meta.get('format')!r}, this code reads "
+                            f"format {FORMAT_VERSION}; re-run the prepare stage")
+        self.resolution: int = meta["resolution"]
+        with open(self.root / "manifest.csv", newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+                raise DataError(f"{self.root / 'manifest.csv'}: unexpected columns "
+                                f"{reader.fieldnames}")
+            self.files = [row["file"] for row in reader]
+        if len(self.files) != meta["count"]:
+            raise DataError(f"{self.root}: manifest lists {len(self.files)} images, "
+                            f"dataset.json says {meta['count']}")
+        self.xflip = xflip
+        self._cache = np.stack([self._read(i) for i in range(len(self.files))]) if in_memory else None
+
+    def _read(self, index: int) -> np.ndarray:
+        path = self.root / self.files[index]
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        if array.shape != (self.resolution, self.resolution, 3):
+            raise DataError(f"{path}: expected {self.resolution}x{self.resolution} RGB, "
+                            f"got shape {array.shape}")
+        return array
+
+    def __len__(self) -> int:
+        return len(self.files) * (2 if self.xflip else 1)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        image_index, flip = index % len(self.files), index >= len(self.files)
+        array = self._cache[image_index] if self._cache is not None else self._read(image_index)
+        if flip:
+            array = array[:, ::-1]
+        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)  # (3, R, R) uint8
+        return image.to(torch.float32) / 127.5 - 1.0

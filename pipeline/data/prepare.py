@@ -1,0 +1,192 @@
+"""The ``prepare`` stage's library: build the dataset artifact from synthetic or real faces.
+
+Artifact layout (a directory, written under a temporary name and renamed into place when complete)::
+
+    dataset.json      format version, resolution, image count, source, manifest hash
+    manifest.csv      one row per image: file, sha256, source, source_sha256, source_bytes,
+                      source_width, source_height, source_mode, cropped
+    skipped.csv       one row per rejected source file: source, reason, detail
+    config.json       the resolved ``prepare`` config
+    images/00000000.png ...   RGB, resolution x resolution
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import functools
+import io
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pydantic
+
+from pipeline.config import StageConfig
+from pipeline.data.ingest import SKIP_REASONS, LoadedImage, SourceFile, list_source, load_face
+from pipeline.data.synthetic import synthetic_face
+from pipeline.errors import DataError
+from pipeline.images import encode_png, make_grid
+from pipeline.io import atomic_path, sha256_bytes, sha256_file, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC = "synthetic"
+FORMAT_VERSION = 1
+MANIFEST_FIELDS = ("file", "sha256", "source", "source_sha256", "source_bytes", "source_width",
+                   "source_height", "source_mode", "cropped")
+
+
+def _power_of_two(value: int) -> int:
+    if value & (value - 1):
+        raise ValueError(f"must be a power of two, got {value}")
+    return value
+
+
+class PrepareConfig(StageConfig):
+    """The ``prepare`` section of params.yaml."""
+
+    resolution: Annotated[int, pydantic.Field(ge=8, le=1024),
+                          pydantic.AfterValidator(_power_of_two)]  # output size, pixels
+    synthetic_images: Annotated[int, pydantic.Field(ge=1)]  # faces generated for 'synthetic'
+    seed: int                                               # seed of the synthetic faces
+    min_images: Annotated[int, pydantic.Field(ge=1)]        # fail when fewer usable remain
+    preview_images: Annotated[int, pydantic.Field(ge=1)]    # faces in the preview grid
+
+
+@dataclass
+class PrepareReport:
+    """What ``prepare_dataset`` did: counts for the metrics file and a preview grid."""
+
+    source: str
+    resolution: int
+    candidates: int = 0
+    images: int = 0
+    cropped: int = 0
+    skipped: collections.Counter = field(default_factory=collections.Counter)
+    skipped_files: list[tuple[str, str, str]] = field(default_factory=list)
+    preview: np.ndarray | None = None
+
+    def metrics(self) -> dict:
+        return {
+            "candidates": self.candidates,
+            "images": self.images,
+            "cropped": self.cropped,
+            "skipped": sum(self.skipped.values()),
+            "skipped_by_reason": {reason: self.skipped[reason] for reason in SKIP_REASONS},
+            "resolution": self.resolution,
+        }
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.skipped.items()))
+        skipped = f"; skipped {sum(self.skipped.values())} ({reasons})" if self.skipped else ""
+        return (f"{self.images} usable images of {self.candidates} from {self.source} "
+                f"at {self.resolution}x{self.resolution}{skipped}")
+
+
+def _synthetic_item(index: int, seed: int, resolution: int) -> LoadedImage:
+    image = synthetic_face(seed, index, resolution)
+    digest = sha256_bytes(image.tobytes())
+    return LoadedImage(name=f"{SYNTHETIC}:{seed}:{index}", source_sha256=digest,
+                       source_bytes=image.nbytes, source_width=resolution,
+                       source_height=resolution, source_mode="RGB", image=image)
+
+
+def _ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """``map`` over a process pool, in order (the output must not depend on the worker count)."""
+    items = list(items)
+    if workers <= 1 or len(items) < 2:
+        yield from map(fn, items)
+        return
+    # fork is cheap and inherits imports; everything passed is plain data, so spawn would work too.
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with context.Pool(workers) as pool:
+        yield from pool.imap(fn, items, chunksize=max(1, min(64, len(items) // (8 * workers))))
+
+
+def _iter_images(source: str, config: PrepareConfig, workers: int,
+                 report: PrepareReport) -> Iterator[LoadedImage]:
+    if source == SYNTHETIC:
+        report.candidates = config.synthetic_images
+        fn = functools.partial(_synthetic_item, seed=config.seed, resolution=config.resolution)
+        return _ordered_map(fn, range(config.synthetic_images), workers)
+    files: list[SourceFile] = list_source(source)
+    report.candidates = len(files)
+    fn = functools.partial(load_face, resolution=config.resolution)
+    return _ordered_map(fn, files, workers)
+
+
+def _csv_text(header: Iterable[str], rows: Iterable[Iterable]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def prepare_dataset(source: str, out: str | Path, config: PrepareConfig, config_json: str,
+                    workers: int = 0) -> PrepareReport:
+    """Build the dataset artifact at ``out`` from ``source`` and return a report.
+
+    Args:
+        source:      ``"synthetic"`` for the procedural faces, or a folder / .zip of face images.
+        out:         the dataset directory to write; replaced whole, only on success.
+        config:      the ``prepare`` config.
+        config_json: the resolved config, written beside the data.
+        workers:     processes for decoding and resizing; 0 means one per CPU core.
+
+    Raises:
+        DataError: the source is missing or empty, or fewer than ``config.min_images`` remain.
+    """
+    workers = workers or os.cpu_count() or 1
+    report = PrepareReport(source=str(source), resolution=config.resolution)
+    seen: dict[str, str] = {}  # source sha256 -> first file with those bytes
+    manifest_rows, preview = [], []
+    with atomic_path(out, directory=True) as tmp:
+        (tmp / "images").mkdir()
+        for item in _iter_images(source, config, workers, report):
+            reason, detail = item.skip_reason, item.detail
+            if not reason and item.source_sha256 in seen:
+                reason, detail = "duplicate", f"same bytes as {seen[item.source_sha256]}"
+            if reason:
+                report.skipped[reason] += 1
+                report.skipped_files.append((item.name, reason, detail))
+                log.warning("skipped %s: %s%s", item.name, reason, f" ({detail})" if detail else "")
+                continue
+            seen[item.source_sha256] = item.name
+            png = encode_png(item.image)
+            file = f"images/{report.images:08d}.png"
+            (tmp / file).write_bytes(png)
+            manifest_rows.append((file, sha256_bytes(png), item.name, item.source_sha256,
+                                  item.source_bytes, item.source_width, item.source_height,
+                                  item.source_mode, int(item.cropped)))
+            report.images += 1
+            report.cropped += item.cropped
+            if len(preview) < config.preview_images:
+                preview.append(item.image)
+
+        if report.images < config.min_images:
+            examples = "".join(f"\n  - {name}: {reason}{f' ({detail})' if detail else ''}"
+                               for name, reason, detail in report.skipped_files[:10])
+            raise DataError(f"{source}: only {report.images} usable images, prepare.min_images is "
+                            f"{config.min_images} ({report.summary()}){examples}")
+
+        write_text(tmp / "manifest.csv", _csv_text(MANIFEST_FIELDS, manifest_rows))
+        write_text(tmp / "skipped.csv", _csv_text(("source", "reason", "detail"),
+                                                  report.skipped_files))
+        write_text(tmp / "config.json", config_json)
+        write_json(tmp / "dataset.json", {
+            "format": FORMAT_VERSION,
+            "resolution": config.resolution,
+            "count": report.images,
+            "source": SYNTHETIC if source == SYNTHETIC else Path(source).name,
+            "manifest_sha256": sha256_file(tmp / "manifest.csv"),
+        })
+    report.preview = make_grid(np.stack(preview))
+    log.info("prepared %s", report.summary())
+    return report

@@ -1,0 +1,1 @@
+"""One typer command per DVC stage: ``python -m stages.<name> --help``."""
