@@ -56,7 +56,7 @@ class FaceDataset(torch.utils.data.Dataset):
     def _read(self, index: int) -> np.ndarray:
         path = self.root / self.files[index]
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            array = np.array(image.convert("RGB"), dtype=np.uint8)
         if array.shape != (self.resolution, self.resolution, 3):
             raise DataError(f"{path}: expected {self.resolution}x{self.resolution} RGB, "
                             f"got shape {array.shape}")
