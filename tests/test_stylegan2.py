@@ -1,0 +1,87 @@
+"""The StyleGAN2 teacher: shapes, and the two modulation forms computing the same function."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.models.layers import make_kernel, upfirdn2d
+from pipeline.models.stylegan2 import (PRESETS, Discriminator, Generator, ModulatedConv2d,
+                                       StyleGAN2Config, minibatch_stddev)
+
+TINY = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, mapping_lr_mul=0.01,
+                       channel_base=128, channel_max=16)
+
+
+def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter a non-trivial value (fresh ones have zero biases and noise strength)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.2)
+    return module
+
+
+@pytest.mark.parametrize("up, demodulate, kernel_size", [
+    (False, True, 3), (True, True, 3), (False, False, 1)])
+def test_activation_modulation_equals_fused(up, demodulate, kernel_size):
+    torch.manual_seed(0)
+    conv = randomise(ModulatedConv2d(8, 6, kernel_size, 16, demodulate=demodulate, up=up))
+    x, w = torch.randn(3, 8, 8, 8), torch.randn(3, 16)
+    fused = conv(x, w)
+    conv.fused = False
+    activation = conv(x, w)
+    assert fused.shape == (3, 6, 16 if up else 8, 16 if up else 8)
+    assert (fused - activation).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("preset", ["tiny-64", None])
+def test_generator_forms_agree_and_shapes(preset):
+    config = PRESETS[preset] if preset else TINY
+    torch.manual_seed(0)
+    G = randomise(Generator(config))
+    z = torch.randn(2, config.z_dim)
+    fused = G.set_fused(True)(z, noise_mode="const")
+    activation = G.set_fused(False)(z, noise_mode="const")
+    assert fused.shape == (2, 3, config.resolution, config.resolution)
+    assert (fused - activation).abs().max() < 1e-4
+    logits = Discriminator(config)(fused)
+    assert logits.shape == (2, 1)
+
+
+def test_noise_modes_and_truncation():
+    torch.manual_seed(0)
+    G = randomise(Generator(TINY))
+    z = torch.randn(2, TINY.z_dim)
+    assert torch.equal(G(z, noise_mode="const"), G(z, noise_mode="const"))
+    assert not torch.equal(G(z, noise_mode="random"), G(z, noise_mode="random"))
+    G.mapping(torch.randn(64, TINY.z_dim), update_w_avg=True)
+    w = G.mapping(z)
+    assert torch.allclose(G.mapping(z, psi=0.0), G.mapping.w_avg.expand_as(w))
+    assert torch.allclose(G.mapping(z, psi=0.5), (w + G.mapping.w_avg) / 2, atol=1e-6)
+
+
+def test_upfirdn2d_matches_a_direct_definition():
+    # Upsample by zero insertion, then a full convolution with the 4-tap kernel, then crop:
+    # the textbook definition, written with conv_transpose2d instead of pad + conv2d.
+    x = torch.randn(1, 2, 5, 5)
+    k = make_kernel() * 4
+    up = torch.zeros(1, 2, 10, 10)
+    up[:, :, ::2, ::2] = x
+    direct = F.conv2d(F.pad(up, [2, 1, 2, 1]), k[None, None].expand(2, 1, 4, 4), groups=2)
+    assert torch.allclose(upfirdn2d(x, k, up=2, pad=(2, 1)), direct, atol=1e-6)
+    assert upfirdn2d(x, make_kernel(), pad=(1, 1), down=2).shape == (1, 2, 2, 2)  # (5+2-3)/2
+
+
+def test_minibatch_stddev_feature():
+    x = torch.randn(8, 3, 4, 4)
+    out = minibatch_stddev(x)
+    assert out.shape == (8, 4, 4, 4)
+    group = x.reshape(4, 2, 3, 4, 4)
+    expected = group.var(0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
+    assert torch.allclose(out[0, 3, 0, 0], expected[0]) and torch.allclose(out[1, 3], expected[1].expand(4, 4))
+
+
+def test_config_f_parameter_count():
+    # The official config-F 1024x1024 generator has 30,370,060 parameters.
+    G = Generator(PRESETS["ffhq-1024"])
+    assert sum(p.numel() for p in G.parameters()) == 30_370_060
