@@ -1,0 +1,50 @@
+"""GAN losses as small pure functions (StyleGAN2's, as in its paper and reference code).
+
+Logits are the discriminator's raw outputs; softplus(-x) = -log(sigmoid(x)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Discriminator's logistic loss: push real logits up and fake logits down."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator's non-saturating loss, -log D(G(z)): strong gradients early in training."""
+    return F.softplus(-fake_logits).mean()
+
+
+def d_r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """R1: the squared gradient norm of D on real images, per sample, averaged (without gamma/2).
+
+    ``real_images`` must have ``requires_grad=True`` and ``real_logits`` be computed from them.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def g_path_length_penalty(images: torch.Tensor, ws: torch.Tensor, mean_path_length: torch.Tensor,
+                          decay: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Path-length regularizer: keep |J_w^T y| constant for random image-space directions y.
+
+    Args:
+        images:           G's output (N, 3, H, W), computed from ``ws`` (N, num_ws, w_dim).
+        ws:               with ``requires_grad=True``.
+        mean_path_length: running mean a of the path lengths (scalar tensor).
+
+    Returns:
+        (penalty = mean (|J^T y| - a)^2, path lengths (N,), updated running mean).
+    """
+    noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+    (grad,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
+    lengths = grad.pow(2).sum(2).mean(1).sqrt()
+    new_mean = mean_path_length + decay * (lengths.mean().detach() - mean_path_length)
+    penalty = (lengths - new_mean).pow(2).mean()
+    return penalty, lengths.detach(), new_mean.detach()

@@ -1,0 +1,92 @@
+"""What a training run reports: dvclive metrics and images, a progress bar, and a NaN guard."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.errors import PipelineError
+
+
+class TrainingDiverged(PipelineError):
+    """A loss became NaN or infinite; training stopped and the last good state was kept."""
+
+
+def check_finite(step: int, losses: dict[str, torch.Tensor | float], state_hint: str) -> None:
+    """Raise :class:`TrainingDiverged` naming the first non-finite loss."""
+    for name, value in losses.items():
+        value = float(value)
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"step {step}: {name} is {value}; stopped without saving. "
+                                   f"{state_hint}")
+
+
+class Monitor:
+    """dvclive logging plus a tqdm progress bar with ETA, on the main process only.
+
+    Metrics are averaged over the steps between two log points. ``images_per_second`` counts the
+    images of every rank.
+    """
+
+    def __init__(self, live_dir: str | Path | None, total_steps: int, start_step: int,
+                 images_per_step: int, enabled: bool):
+        self.enabled = enabled
+        self.images_per_step = images_per_step
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._clock = time.perf_counter()
+        self._clock_step = start_step
+        self.live = None
+        self.bar = None
+        if not enabled:
+            return
+        if live_dir is not None:
+            from dvclive import Live  # imported here: it is slow to import and rank 0 needs it only
+
+            self.live = Live(str(live_dir), resume=start_step > 0, save_dvc_exp=False,
+                             dvcyaml=None, report=None)
+            self.live.step = start_step
+        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                        file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+    def accumulate(self, values: dict[str, torch.Tensor | float]) -> None:
+        for name, value in values.items():
+            self._sums[name] = self._sums.get(name, 0.0) + float(value)
+        self._count += 1
+
+    def log(self, step: int) -> dict[str, float]:
+        """Write the averaged metrics for the steps since the last call (at ``step``)."""
+        now = time.perf_counter()
+        metrics = {name: total / max(self._count, 1) for name, total in self._sums.items()}
+        elapsed = now - self._clock
+        if step > self._clock_step and elapsed > 0:
+            metrics["images_per_second"] = (step - self._clock_step) * self.images_per_step / elapsed
+        self._sums, self._count, self._clock, self._clock_step = {}, 0, now, step
+        if self.live is not None:
+            self.live.step = step
+            for name, value in metrics.items():
+                self.live.log_metric(name, value)
+            self.live.next_step()
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()}, refresh=False)
+        return metrics
+
+    def image(self, name: str, image: np.ndarray) -> None:
+        if self.live is not None:
+            self.live.log_image(name, image)
+
+    def advance(self, steps: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.live is not None:
+            self.live.end()

@@ -1,0 +1,156 @@
+"""Training runtime shared by every trainer: devices, torchrun processes, seeding, EMA.
+
+Randomness is *stateless per step*: every random draw of step ``k`` on rank ``r`` (batch indices,
+latents, style mixing, noise inputs) comes from generators seeded by ``(seed, k, r)``. A run resumed
+from a checkpoint of step ``k`` therefore replays exactly what an uninterrupted run would have drawn,
+without restoring any generator state, and the data order does not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (a single process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_type: str) -> Distributed:
+    """Join the torchrun job described by the environment, if any (NCCL on CUDA, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed()
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return Distributed(rank=torch_dist.get_rank(), world_size=torch_dist.get_world_size(),
+                       local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def select_device(requested: str, dist: Distributed) -> torch.device:
+    """``auto`` picks CUDA when available (one GPU per local rank), else the CPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        torch.cuda.set_device(dist.local_rank)
+        return torch.device("cuda", dist.local_rank)
+    return torch.device(requested)
+
+
+def step_seed(seed: int, step: int, rank: int, stream: str) -> int:
+    """A 63-bit seed for one named random stream of one step on one rank."""
+    digest = hashlib.sha256(f"{seed}/{step}/{rank}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def step_generator(seed: int, step: int, rank: int, stream: str,
+                   device: torch.device | str = "cpu") -> torch.Generator:
+    """A fresh ``torch.Generator`` on ``device`` for one stream of one step on one rank."""
+    return torch.Generator(device=device).manual_seed(step_seed(seed, step, rank, stream))
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Seed the global generators for draws made inside models (e.g. StyleGAN noise inputs)."""
+    torch.manual_seed(step_seed(seed, step, rank, "global"))
+
+
+def average_gradients(module: nn.Module, dist: Distributed) -> None:
+    """All-reduce the gradients of ``module`` across ranks (mean), as one flat buffer.
+
+    Done by hand rather than with DistributedDataParallel because the lazy regularizers take
+    gradients of gradients, which DDP's hooks do not support.
+    """
+    if not dist.enabled:
+        return
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    flat = torch.cat([p.grad.flatten() for p in params])
+    torch_dist.all_reduce(flat)
+    flat /= dist.world_size
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
+
+
+def average_buffers(module: nn.Module, dist: Distributed) -> None:
+    """All-reduce (mean) the floating-point buffers of ``module``, e.g. a running average of w.
+
+    Averaging each rank's update of a running mean gives exactly the update a single process would
+    make from the whole batch, so the replicas stay identical.
+    """
+    if dist.enabled:
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                torch_dist.all_reduce(buffer.data)
+                buffer.data /= dist.world_size
+
+
+def broadcast_module(module: nn.Module, dist: Distributed) -> None:
+    """Make every rank start from rank 0's parameters and buffers."""
+    if dist.enabled:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            torch_dist.broadcast(tensor.data, src=0)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    """ema <- beta * ema + (1 - beta) * model for parameters; buffers are copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def ema_beta(batch_size: int, half_life_kimg: float) -> float:
+    """EMA decay per step for a half-life given in thousands of images (StyleGAN2-ADA's ema_kimg)."""
+    return 0.5 ** (batch_size / max(half_life_kimg * 1000, 1e-8))
+
+
+def module_digest(module: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in order: equal digests mean bit-equal weights."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_replicas_in_sync(modules: dict[str, nn.Module], dist: Distributed) -> None:
+    """Compare every rank's weights (by digest) with rank 0's; raise if any replica diverged.
+
+    Cheap (one small all-gather), run at each checkpoint: a silent divergence between processes
+    would otherwise only show as a worse model.
+    """
+    if not dist.enabled:
+        return
+    digests = {name: module_digest(module) for name, module in modules.items()}
+    gathered: list = [None] * dist.world_size
+    torch_dist.all_gather_object(gathered, digests)
+    diverged = [f"rank {rank}: {name}" for rank, other in enumerate(gathered)
+                for name in digests if other[name] != gathered[0][name]]
+    if diverged:
+        raise RuntimeError("replicas diverged from rank 0: " + ", ".join(diverged))
+    if dist.is_main:
+        logging.getLogger(__name__).info("replicas in sync across %d processes (%s)",
+                                         dist.world_size, ", ".join(modules))

@@ -1,0 +1,276 @@
+"""StyleGAN2 teacher training: the ``train_teacher`` stage's library.
+
+One step = four phases, as in StyleGAN2: D logistic loss, lazy R1 on reals (every
+``r1_interval`` steps), G non-saturating loss, lazy path-length regularization (every
+``pl_interval`` steps, when ``pl_weight`` > 0); then the EMA generator update. Adam uses
+StyleGAN2's betas (0, 0.99) with the lazy-regularization correction of learning rate and betas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, ClassVar
+
+import numpy as np
+import pydantic
+import torch
+
+from pipeline.config import StageConfig
+from pipeline.data.dataset import FaceDataset
+from pipeline.errors import ConfigError
+from pipeline.images import make_grid, save_png, to_uint8
+from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config
+from pipeline.training import losses
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
+from pipeline.training.monitor import Monitor, check_finite
+from pipeline.training.runtime import (Distributed, average_buffers, average_gradients,
+                                       broadcast_module,
+                                       check_replicas_in_sync, ema_beta,
+                                       init_distributed, seed_step, select_device, step_generator,
+                                       update_ema)
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_KIND = "stylegan2-generator"
+PositiveInt = Annotated[int, pydantic.Field(ge=1)]
+NonNegativeFloat = Annotated[float, pydantic.Field(ge=0)]
+
+
+class TrainTeacherConfig(StageConfig):
+    """The ``train_teacher`` section of params.yaml."""
+
+    model: StyleGAN2Config
+    seed: int
+    batch_size: PositiveInt          # images per step over all processes
+    steps: PositiveInt               # training steps (one D and one G update each)
+    g_lr: Annotated[float, pydantic.Field(gt=0)]
+    d_lr: Annotated[float, pydantic.Field(gt=0)]
+    r1_gamma: NonNegativeFloat       # R1 weight; 0 disables R1
+    r1_interval: PositiveInt         # lazy R1: every this many steps
+    pl_weight: NonNegativeFloat      # path-length weight; 0 disables it (StyleGAN2 uses 2)
+    pl_interval: PositiveInt         # lazy path-length: every this many steps
+    style_mixing: Annotated[float, pydantic.Field(ge=0, le=1)]  # probability per batch
+    ema_kimg: Annotated[float, pydantic.Field(gt=0)]  # EMA half-life in thousands of images
+    xflip: bool                      # add mirrored copies of the dataset
+    mixed_precision: bool            # bfloat16 autocast on CUDA (ignored on CPU)
+    checkpoint_every: PositiveInt    # steps between training-state saves
+    log_every: PositiveInt           # steps between logged (averaged) metrics
+    sample_every: PositiveInt        # steps between sample grids from fixed latents
+    sample_grid: PositiveInt         # images in a sample grid
+
+    # Keys that may change between an interrupted run and its resumption.
+    RESUMABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"steps", "checkpoint_every", "log_every", "sample_every",
+                                "sample_grid", "mixed_precision"})
+
+    def training_identity(self) -> dict:
+        """The part of the config a training state must match to be resumed."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_KEYS}
+
+
+def sample_ws(G: Generator, batch: int, mixing_prob: float, generator: torch.Generator,
+              device: torch.device, update_w_avg: bool = False) -> torch.Tensor:
+    """Latents for one batch, with style mixing: ws (batch, num_ws, w_dim).
+
+    With probability ``mixing_prob`` the layers from a random cutoff on take their w from a second
+    latent, so the network cannot rely on adjacent styles being correlated.
+    """
+    z = torch.randn(2 * batch, G.config.z_dim, generator=generator).to(device)
+    w = G.mapping(z, update_w_avg=update_w_avg).view(2, batch, -1)
+    ws = w[0][:, None].repeat(1, G.num_ws, 1)
+    if torch.rand((), generator=generator) < mixing_prob:
+        cutoff = int(torch.randint(1, G.num_ws, (), generator=generator))
+        ws[:, cutoff:] = w[1][:, None]
+    return ws
+
+
+def fixed_latents(config: TrainTeacherConfig) -> torch.Tensor:
+    """The z of the sample grids: the same for the whole run and across resumptions."""
+    generator = step_generator(config.seed, -1, 0, "samples")
+    return torch.randn(config.sample_grid, config.model.z_dim, generator=generator)
+
+
+@torch.no_grad()
+def sample_grid(G: Generator, z: torch.Tensor, device: torch.device) -> np.ndarray:
+    images = torch.cat([G(chunk.to(device), noise_mode="const") for chunk in z.split(16)])
+    return make_grid(to_uint8(images))
+
+
+def _load_resumable_state(path: Path, config: TrainTeacherConfig, dataset_sha256: str) -> dict | None:
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path)
+    if state.get("kind") != "train_teacher-state":
+        raise ConfigError(f"{path}: not a train_teacher training state")
+    if state["identity"] != config.training_identity() or state["dataset_sha256"] != dataset_sha256:
+        log.warning("%s was made with other params or data; starting from scratch", path)
+        return None
+    log.info("resuming from %s at step %d", path, state["step"])
+    return state
+
+
+def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_path: str | Path,
+                  state_path: str | Path, live_dir: str | Path | None,
+                  samples_path: str | Path | None, device: str = "auto") -> dict:
+    """Train (or resume training) the StyleGAN2 teacher; write its EMA generator snapshot.
+
+    Runs alone or as one process of ``torchrun --nproc-per-node N``: every rank computes its share
+    of the batch and gradients are averaged; rank 0 writes every file.
+
+    Returns:
+        The last logged metrics.
+    """
+    state_path = Path(state_path)
+    probe = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    dist = init_distributed(probe.type)
+    device = select_device(device, dist)
+    if config.batch_size % dist.world_size:
+        raise ConfigError(f"train_teacher.batch_size ({config.batch_size}) must be a multiple of "
+                          f"the number of processes ({dist.world_size})")
+    local_batch = config.batch_size // dist.world_size
+
+    dataset = FaceDataset(dataset_dir, xflip=config.xflip, in_memory=True)
+    if dataset.resolution != config.model.resolution:
+        raise ConfigError(f"train_teacher.model.resolution is {config.model.resolution} but the "
+                          f"dataset {dataset_dir} is {dataset.resolution}x{dataset.resolution}")
+    dataset_sha256 = json.loads((Path(dataset_dir) / "dataset.json").read_text())["manifest_sha256"]
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    G = Generator(config.model).to(device)
+    D = Discriminator(config.model).to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+
+    # Lazy regularization runs every k steps, so Adam's lr and betas are corrected by k / (k + 1).
+    g_ratio = config.pl_interval / (config.pl_interval + 1) if config.pl_weight > 0 else 1.0
+    d_ratio = config.r1_interval / (config.r1_interval + 1) if config.r1_gamma > 0 else 1.0
+    opt_G = torch.optim.Adam(G.parameters(), lr=config.g_lr * g_ratio, betas=(0.0, 0.99 ** g_ratio), eps=1e-8)
+    opt_D = torch.optim.Adam(D.parameters(), lr=config.d_lr * d_ratio, betas=(0.0, 0.99 ** d_ratio), eps=1e-8)
+
+    start_step = 0
+    mean_path_length = torch.zeros((), device=device)
+    state = _load_resumable_state(state_path, config, dataset_sha256)
+    if state is not None:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        G_ema.load_state_dict(state["G_ema"])
+        opt_G.load_state_dict(state["opt_G"])
+        opt_D.load_state_dict(state["opt_D"])
+        mean_path_length = state["mean_path_length"].to(device)
+        start_step = state["step"]
+    for module in (G, D, G_ema):
+        broadcast_module(module, dist)
+
+    beta = ema_beta(config.batch_size, config.ema_kimg)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if config.mixed_precision and device.type == "cuda" else contextlib.nullcontext())
+    z_samples = fixed_latents(config)
+    monitor = Monitor(live_dir, config.steps, start_step, config.batch_size, dist.is_main)
+    if monitor.live is not None and start_step == 0:
+        monitor.live.log_params(config.to_dict())
+    last_good = f"Last good training state: {state_path}" if state_path.exists() else "No training state was saved yet."
+
+    def save_state(step: int) -> None:
+        check_replicas_in_sync({"G": G, "D": D, "G_ema": G_ema}, dist)
+        if dist.is_main:
+            save_checkpoint(state_path, {
+                "kind": "train_teacher-state", "step": step, "identity": config.training_identity(),
+                "dataset_sha256": dataset_sha256, "G": G.state_dict(), "D": D.state_dict(),
+                "G_ema": G_ema.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+                "mean_path_length": mean_path_length.cpu(),
+            })
+
+    metrics: dict = {}
+    for step in range(start_step, config.steps):
+        seed_step(config.seed, step, dist.rank)  # noise inputs inside G
+        draws = step_generator(config.seed, step, dist.rank, "draws")
+        batch_index = torch.randint(len(dataset), (config.batch_size,),
+                                    generator=step_generator(config.seed, step, 0, "data"))
+        local_index = batch_index[dist.rank * local_batch:(dist.rank + 1) * local_batch]
+        real = torch.stack([dataset[int(i)] for i in local_index]).to(device)
+        values = {}
+
+        # Phase 1: discriminator, logistic loss on reals and fakes.
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        with torch.no_grad(), autocast:
+            fake = G.synthesis(sample_ws(G, local_batch, config.style_mixing, draws, device))
+        with autocast:
+            real_logits, fake_logits = D(real).float(), D(fake).float()
+        d_loss = losses.d_logistic_loss(real_logits, fake_logits)
+        opt_D.zero_grad(set_to_none=True)
+        d_loss.backward()
+        average_gradients(D, dist)
+        opt_D.step()
+        values.update({"loss/d": d_loss.detach(), "logits/real": real_logits.detach().mean(),
+                       "logits/fake": fake_logits.detach().mean()})
+
+        # Phase 2: lazy R1 on reals (full precision: it is a gradient penalty).
+        if config.r1_gamma > 0 and step % config.r1_interval == 0:
+            real_r1 = real.detach().requires_grad_(True)
+            r1 = losses.d_r1_penalty(D(real_r1), real_r1)
+            opt_D.zero_grad(set_to_none=True)
+            (r1 * (config.r1_gamma / 2) * config.r1_interval).backward()
+            average_gradients(D, dist)
+            opt_D.step()
+            values["reg/r1"] = r1.detach()
+
+        # Phase 3: generator, non-saturating loss.
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        with autocast:
+            ws = sample_ws(G, local_batch, config.style_mixing, draws, device, update_w_avg=True)
+            g_loss = losses.g_nonsaturating_loss(D(G.synthesis(ws)).float())
+        opt_G.zero_grad(set_to_none=True)
+        g_loss.backward()
+        average_gradients(G, dist)
+        average_buffers(G.mapping, dist)  # the running mean of w, updated from each rank's batch
+        opt_G.step()
+        values["loss/g"] = g_loss.detach()
+
+        # Phase 4: lazy path-length regularization, on half a batch as in StyleGAN2.
+        if config.pl_weight > 0 and step % config.pl_interval == 0:
+            pl_batch = max(1, local_batch // 2)
+            ws = sample_ws(G, pl_batch, config.style_mixing, draws, device).detach().requires_grad_(True)
+            penalty, _, mean_path_length = losses.g_path_length_penalty(
+                G.synthesis(ws), ws, mean_path_length)
+            opt_G.zero_grad(set_to_none=True)
+            (penalty * config.pl_weight * config.pl_interval).backward()
+            average_gradients(G, dist)
+            opt_G.step()
+            values["reg/path_length"] = penalty.detach()
+
+        update_ema(G_ema, G, beta)
+        check_finite(step, values, last_good)
+        monitor.accumulate(values)
+        monitor.advance()
+
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            metrics = monitor.log(done)
+        if dist.is_main and (done % config.sample_every == 0 or done == config.steps):
+            monitor.image("samples.png", sample_grid(G_ema, z_samples, device))
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            save_state(done)
+            last_good = f"Last good training state: {state_path} (step {done})."
+
+    monitor.close()
+    if dist.is_main:
+        save_snapshot(snapshot_path, SNAPSHOT_KIND, G_ema, config.model.to_dict(),
+                      meta={"steps": config.steps, "images_seen": config.steps * config.batch_size,
+                            "dataset_sha256": dataset_sha256})
+        if samples_path is not None:
+            save_png(samples_path, sample_grid(G_ema, z_samples, device))
+    return metrics
+
+
+def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """Rebuild the teacher's EMA generator from an inference snapshot (no params.yaml needed)."""
+    from pipeline.training.checkpoint import load_snapshot
+
+    payload = load_snapshot(path, SNAPSHOT_KIND)
+    G = Generator(StyleGAN2Config.model_validate(payload["config"]))
+    G.load_state_dict(payload["state_dict"])
+    return G.to(device).eval().requires_grad_(False)

@@ -1,0 +1,150 @@
+"""Teacher training on a tiny model: outputs, bit-exact resume, NaN guard, torchrun replicas."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.data.prepare import PrepareConfig, prepare_dataset
+from pipeline.training import losses
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.monitor import TrainingDiverged
+from pipeline.training.runtime import module_digest
+from pipeline.training.teacher import TrainTeacherConfig, load_teacher, train_teacher
+
+from conftest import ROOT, TINY_PREPARE, write_params
+
+TINY_TEACHER = {
+    "model": {"resolution": 16, "z_dim": 16, "w_dim": 16, "mapping_layers": 2,
+              "mapping_lr_mul": 0.01, "channel_base": 128, "channel_max": 16},
+    "seed": 0, "batch_size": 4, "steps": 6, "g_lr": 0.002, "d_lr": 0.002,
+    "r1_gamma": 0.1, "r1_interval": 2, "pl_weight": 2.0, "pl_interval": 2,
+    "style_mixing": 0.9, "ema_kimg": 0.01, "xflip": True, "mixed_precision": False,
+    "checkpoint_every": 3, "log_every": 2, "sample_every": 3, "sample_grid": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "prepared"
+    prepare = PrepareConfig(**{**TINY_PREPARE, "resolution": 16})
+    prepare_dataset("synthetic", out, prepare, "{}\n", workers=1)
+    return out
+
+
+def teacher_config(**overrides) -> TrainTeacherConfig:
+    return TrainTeacherConfig.model_validate({**TINY_TEACHER, **overrides})
+
+
+def run(tmp_path, dataset, config, name="run"):
+    out = tmp_path / name
+    metrics = train_teacher(config, dataset, out / "teacher.pt", out / "state.pt", out / "live",
+                            out / "samples.png", device="cpu")
+    return out, metrics
+
+
+def test_training_writes_snapshot_state_logs_and_samples(tmp_path, dataset):
+    out, metrics = run(tmp_path, dataset, teacher_config())
+    G = load_teacher(out / "teacher.pt")
+    assert G(torch.randn(2, 16), noise_mode="const").shape == (2, 3, 16, 16)
+    state = load_checkpoint(out / "state.pt")
+    assert state["step"] == 6 and {"G", "D", "G_ema", "opt_G", "opt_D"} <= set(state)
+    assert {"loss/d", "loss/g", "reg/r1", "reg/path_length", "images_per_second"} <= set(metrics)
+    summary = json.loads((out / "live" / "metrics.json").read_text())
+    assert summary["step"] == 6 and "loss" in summary
+    assert (out / "live" / "plots" / "images" / "samples.png").is_file()
+    assert (out / "samples.png").is_file()
+
+
+def test_interrupted_and_resumed_run_is_bit_equal(tmp_path, dataset):
+    full, _ = run(tmp_path, dataset, teacher_config(), "full")
+    part = tmp_path / "part"
+    # Stop after 3 steps (a checkpoint), then resume to 6 with the same params otherwise.
+    train_teacher(teacher_config(steps=3), dataset, part / "teacher.pt", part / "state.pt",
+                  part / "live", None, device="cpu")
+    train_teacher(teacher_config(), dataset, part / "teacher.pt", part / "state.pt",
+                  part / "live", None, device="cpu")
+    a, b = load_checkpoint(full / "state.pt"), load_checkpoint(part / "state.pt")
+    for key in ("G", "D", "G_ema"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert module_digest(load_teacher(full / "teacher.pt")) == module_digest(load_teacher(part / "teacher.pt"))
+
+
+def test_state_from_other_params_is_not_resumed(tmp_path, dataset, caplog):
+    out, _ = run(tmp_path, dataset, teacher_config(steps=3))
+    run(tmp_path, dataset, teacher_config(steps=3, g_lr=0.001))
+    assert "made with other params" in caplog.text
+    assert load_checkpoint(out / "state.pt")["identity"]["g_lr"] == 0.001
+
+
+def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, dataset, monkeypatch):
+    real_loss, calls = losses.g_nonsaturating_loss, []
+
+    def loss_going_nan(logits):
+        calls.append(1)
+        value = real_loss(logits)
+        return value * float("nan") if len(calls) == 5 else value
+
+    monkeypatch.setattr(losses, "g_nonsaturating_loss", loss_going_nan)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match=r"step 4: loss/g is nan.*state\.pt \(step 3\)"):
+        train_teacher(teacher_config(), dataset, out / "teacher.pt", out / "state.pt", None,
+                      None, device="cpu")
+    assert load_checkpoint(out / "state.pt")["step"] == 3
+    assert not (out / "teacher.pt").exists()
+
+
+def test_resolution_mismatch_is_a_config_error(tmp_path, dataset):
+    from pipeline.errors import ConfigError
+    model = {**TINY_TEACHER["model"], "resolution": 32}
+    with pytest.raises(ConfigError, match="train_teacher.model.resolution is 32"):
+        run(tmp_path, dataset, teacher_config(model=model))
+
+
+def stage_command(params, dataset, out):
+    return ["-m", "stages.train_teacher", "--params", str(params), "--dataset", str(dataset),
+            "--snapshot", str(out / "teacher.pt"), "--state", str(out / "state.pt"),
+            "--live", str(out / "live"), "--samples", str(out / "samples.png"), "--device", "cpu"]
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes_bit_exact(tmp_path, dataset):
+    params = write_params(tmp_path / "params.yaml",
+                          train_teacher={**TINY_TEACHER, "steps": 40, "checkpoint_every": 5})
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, *stage_command(params, dataset, reference)], cwd=ROOT, check=True,
+                   capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, *stage_command(params, dataset, killed)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "state.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    step = load_checkpoint(killed / "state.pt")["step"]
+    assert step < 40 and not (killed / "teacher.pt").exists()
+    result = subprocess.run([sys.executable, *stage_command(params, dataset, killed)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from {killed / 'state.pt'} at step" in result.stderr
+    assert module_digest(load_teacher(reference / "teacher.pt")) == module_digest(load_teacher(killed / "teacher.pt"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_stay_in_sync(tmp_path, dataset):
+    params = write_params(tmp_path / "params.yaml", train_teacher={**TINY_TEACHER, "steps": 4})
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", "29517", *stage_command(params, dataset, out)],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas in sync" in result.stderr
+    assert load_teacher(out / "teacher.pt")(torch.randn(1, 16)).shape == (1, 3, 16, 16)
