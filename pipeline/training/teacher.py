@@ -168,8 +168,6 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
                 if config.mixed_precision and device.type == "cuda" else contextlib.nullcontext())
     z_samples = fixed_latents(config)
     monitor = Monitor(live_dir, config.steps, start_step, config.batch_size, dist.is_main)
-    if monitor.live is not None and start_step == 0:
-        monitor.live.log_params(config.to_dict())
     last_good = f"Last good training state: {state_path}" if state_path.exists() else "No training state was saved yet."
 
     def save_state(step: int) -> None:
