@@ -9,7 +9,7 @@ from pipeline.models.stylegan2 import (PRESETS, Discriminator, Generator, Modula
                                        StyleGAN2Config, minibatch_stddev)
 
 TINY = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, mapping_lr_mul=0.01,
-                       channel_base=128, channel_max=16)
+                       channel_base=128, channel_max=16, conv_clamp=None)
 
 
 def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

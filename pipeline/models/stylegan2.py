@@ -41,6 +41,8 @@ class StyleGAN2Config(StageConfig):
     mapping_lr_mul: Annotated[float, pydantic.Field(gt=0)]  # learning-rate multiplier of mapping
     channel_base: Annotated[int, pydantic.Field(ge=1)]     # channels at resolution r: base // r,
     channel_max: Annotated[int, pydantic.Field(ge=1)]      # ... capped at channel_max
+    conv_clamp: Annotated[float, pydantic.Field(gt=0)] | None  # clamp activations to +-this
+    # (StyleGAN2-ADA trains with 256 for its float16 layers; None: no clamping)
 
     @pydantic.field_validator("resolution")
     @classmethod
@@ -65,10 +67,12 @@ class StyleGAN2Config(StageConfig):
 # Config F of the paper: 512 channels up to 64x64, then halving (channel_base 32768 is rosinality's
 # channel_multiplier=2). The tiny preset is the embedded default, sized for a 2-core CPU.
 PRESETS: dict[str, StyleGAN2Config] = {
-    "tiny-64": StyleGAN2Config(resolution=64, z_dim=128, w_dim=128, mapping_layers=4,
-                               mapping_lr_mul=0.01, channel_base=4096, channel_max=128),
+    "tiny-64": StyleGAN2Config(resolution=64, z_dim=64, w_dim=64, mapping_layers=2,
+                               mapping_lr_mul=0.01, channel_base=1024, channel_max=32,
+                               conv_clamp=None),
     **{f"ffhq-{r}": StyleGAN2Config(resolution=r, z_dim=512, w_dim=512, mapping_layers=8,
-                                    mapping_lr_mul=0.01, channel_base=32768, channel_max=512)
+                                    mapping_lr_mul=0.01, channel_base=32768, channel_max=512,
+                                    conv_clamp=None)
        for r in (256, 512, 1024)},
 }
 
@@ -160,9 +164,11 @@ class ModulatedConv2d(nn.Module):
 class StyledConv(nn.Module):
     """Modulated 3x3 conv -> noise -> bias -> LeakyReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: bool = False):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: bool = False,
+                 clamp: float | None = None):
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, up=up)
+        self.clamp = clamp
         self.noise = NoiseInjection()
         self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
         # A fixed noise image per layer, for reproducible samples (noise_mode="const").
@@ -174,20 +180,24 @@ class StyledConv(nn.Module):
             noise = torch.randn(x.shape[0], 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
         else:
             noise = self.noise_const if noise_mode == "const" else None
-        return lrelu_gain(self.noise(x, noise) + self.bias)
+        x = lrelu_gain(self.noise(x, noise) + self.bias)
+        return x if self.clamp is None else x.clamp(-self.clamp, self.clamp)
 
 
 class ToRGB(nn.Module):
     """Modulated 1x1 conv to RGB (no demodulation), added to the upsampled previous RGB (skip)."""
 
-    def __init__(self, in_ch: int, w_dim: int, upsample_skip: bool):
+    def __init__(self, in_ch: int, w_dim: int, upsample_skip: bool, clamp: float | None = None):
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, 3, 1, w_dim, demodulate=False)
+        self.clamp = clamp
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
         self.upsample = Upsample() if upsample_skip else None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
         rgb = self.conv(x, w) + self.bias
+        if self.clamp is not None:
+            rgb = rgb.clamp(-self.clamp, self.clamp)
         if skip is not None:
             rgb = rgb + self.upsample(skip)
         return rgb
@@ -201,16 +211,17 @@ class SynthesisNetwork(nn.Module):
         self.config = config
         c4 = config.channels(4)
         self.const = nn.Parameter(torch.randn(1, c4, 4, 4))
-        self.conv1 = StyledConv(c4, c4, config.w_dim, 4)
-        self.to_rgb1 = ToRGB(c4, config.w_dim, upsample_skip=False)
+        clamp = config.conv_clamp
+        self.conv1 = StyledConv(c4, c4, config.w_dim, 4, clamp=clamp)
+        self.to_rgb1 = ToRGB(c4, config.w_dim, upsample_skip=False, clamp=clamp)
         self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
         in_ch = c4
         for log_res in range(3, config.log2_resolution + 1):
             res = 2 ** log_res
             out_ch = config.channels(res)
-            self.convs.append(StyledConv(in_ch, out_ch, config.w_dim, res, up=True))
-            self.convs.append(StyledConv(out_ch, out_ch, config.w_dim, res))
-            self.to_rgbs.append(ToRGB(out_ch, config.w_dim, upsample_skip=True))
+            self.convs.append(StyledConv(in_ch, out_ch, config.w_dim, res, up=True, clamp=clamp))
+            self.convs.append(StyledConv(out_ch, out_ch, config.w_dim, res, clamp=clamp))
+            self.to_rgbs.append(ToRGB(out_ch, config.w_dim, upsample_skip=True, clamp=clamp))
             in_ch = out_ch
 
     def forward(self, ws: torch.Tensor, noise_mode: NoiseMode = "random") -> torch.Tensor:

@@ -266,9 +266,13 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
 
 def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """Rebuild the teacher's EMA generator from an inference snapshot (no params.yaml needed)."""
-    from pipeline.training.checkpoint import load_snapshot
+    from pipeline.training.checkpoint import CheckpointError, load_snapshot
 
     payload = load_snapshot(path, SNAPSHOT_KIND)
-    G = Generator(StyleGAN2Config.model_validate(payload["config"]))
-    G.load_state_dict(payload["state_dict"])
+    try:
+        G = Generator(StyleGAN2Config.model_validate(payload["config"]))
+        G.load_state_dict(payload["state_dict"])
+    except (pydantic.ValidationError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: snapshot does not match this version's generator "
+                              f"({str(e).splitlines()[0]}...); re-create it") from None
     return G.to(device).eval().requires_grad_(False)

@@ -1,0 +1,35 @@
+"""The rows printed by the ``complexity`` command: presets and the models of this pipeline."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.metrics.complexity import count_flops, count_parameters
+from pipeline.models.stylegan2 import PRESETS, Generator, StyleGAN2Config
+
+
+def stylegan2_row(name: str, config: StyleGAN2Config) -> dict:
+    """Params and GFLOPs of a StyleGAN2 generator at batch 1, in its exportable form.
+
+    The mapping network is included (the teacher runs it at inference). The fused and the
+    activation-modulation forms have the same convolution FLOPs up to the small demodulation
+    matmul; the activation form is the one that is exported.
+    """
+    G = Generator(config).set_fused(False).eval()
+    z = torch.zeros(1, config.z_dim)
+    flops = count_flops(lambda: G(z, noise_mode="const"))
+    return {"model": name, "resolution": config.resolution,
+            "params_M": count_parameters(G) / 1e6, "gflops": flops / 1e9,
+            "mapping_params_M": count_parameters(G.mapping) / 1e6}
+
+
+def preset_rows() -> list[dict]:
+    return [stylegan2_row(f"stylegan2 {name}", config) for name, config in PRESETS.items()]
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'model':<28} {'res':>5} {'params (M)':>11} {'mapping (M)':>12} {'GFLOPs':>9}"]
+    for r in rows:
+        lines.append(f"{r['model']:<28} {r['resolution']:>5} {r['params_M']:>11.2f} "
+                     f"{r['mapping_params_M']:>12.2f} {r['gflops']:>9.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,252 @@
+"""Pretrained-teacher import: checkpoints in rosinality's and NVlabs' formats, built here.
+
+The expected images come from ``reference_forward``, a deliberately plain StyleGAN2 forward pass
+(a loop over samples, explicit zero insertion and padding) written for this test over a neutral
+set of weights; each format's file is then built from those weights with that format's names,
+shapes and conventions.
+"""
+
+import argparse
+import collections
+import math
+import pickle
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.models.convert import (ImportError_, UnsafePickleError, load_nvlabs,
+                                     load_rosinality)
+
+RES, Z, W_DIM, LAYERS, LR_MUL = 16, 8, 8, 2, 0.01
+CH = {4: 8, 8: 8, 16: 4}  # channel_base 64, channel_max 8
+BLUR = torch.tensor([1.0, 3.0, 3.0, 1.0])
+BLUR2D = (BLUR[:, None] * BLUR[None]) / 64
+
+
+def neutral_weights(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    p = {"fc": [(r(W_DIM, Z if i == 0 else W_DIM) / LR_MUL, r(W_DIM) * 0.1) for i in range(LAYERS)],
+         "const": r(1, CH[4], 4, 4), "w_avg": r(W_DIM) * 0.1, "layers": [], "rgbs": []}
+
+    def layer(cin, cout, res, k=3):
+        return {"weight": r(cout, cin, k, k), "affine_w": r(cin, W_DIM), "affine_b": 1 + 0.1 * r(cin),
+                "noise_strength": 0.1 * r(1), "bias": 0.1 * r(cout), "noise": r(res, res)}
+
+    p["layers"].append(layer(CH[4], CH[4], 4))
+    p["rgbs"].append({**layer(CH[4], 3, 4, k=1)})
+    for res in (8, 16):
+        p["layers"].append(layer(CH[res // 2], CH[res], res))
+        p["layers"].append(layer(CH[res], CH[res], res))
+        p["rgbs"].append(layer(CH[res], 3, res, k=1))
+    return p
+
+
+def blur(x, pad, gain=1.0):
+    c = x.shape[1]
+    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
+    return F.conv2d(x, (BLUR2D * gain)[None, None].repeat(c, 1, 1, 1), groups=c)
+
+
+def reference_forward(p, z):
+    """StyleGAN2 config-F generator, one sample at a time, noise from the fixed buffers."""
+    x = z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-8)
+    for weight, bias in p["fc"]:
+        x = F.leaky_relu(x @ (weight * LR_MUL / math.sqrt(weight.shape[1])).t() + bias * LR_MUL, 0.2) * math.sqrt(2)
+    images = []
+    for w in x:
+        def modconv(h, l, demod, up=False):
+            style = w @ (l["affine_w"] / math.sqrt(W_DIM)).t() + l["affine_b"]
+            cout, cin, k, _ = l["weight"].shape
+            weight = l["weight"] / math.sqrt(cin * k * k) * style[None, :, None, None]
+            if demod:
+                weight = weight / torch.sqrt(weight.pow(2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
+            if up:
+                return blur(F.conv_transpose2d(h, weight.transpose(0, 1), stride=2), (1, 1), 4.0)
+            return F.conv2d(h, weight, padding=k // 2)
+
+        def synth_layer(h, l, up=False):
+            h = modconv(h, l, True, up) + l["noise_strength"] * l["noise"]
+            return F.leaky_relu(h + l["bias"].view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+
+        def upsample(img):
+            big = torch.zeros(1, 3, img.shape[2] * 2, img.shape[3] * 2)
+            big[:, :, ::2, ::2] = img
+            return blur(big, (2, 1), 4.0)
+
+        h = synth_layer(p["const"], p["layers"][0])
+        img = modconv(h, p["rgbs"][0], False) + p["rgbs"][0]["bias"].view(1, 3, 1, 1)
+        for b in range(2):
+            h = synth_layer(h, p["layers"][1 + 2 * b], up=True)
+            h = synth_layer(h, p["layers"][2 + 2 * b])
+            rgb = p["rgbs"][1 + b]
+            img = upsample(img) + modconv(h, rgb, False) + rgb["bias"].view(1, 3, 1, 1)
+        images.append(img)
+    return torch.cat(images)
+
+
+def rosinality_state(p):
+    s = {}
+    for i, (weight, bias) in enumerate(p["fc"]):
+        s[f"style.{i + 1}.weight"], s[f"style.{i + 1}.bias"] = weight, bias
+    s["input.input"] = p["const"]
+    names = ["conv1"] + [f"convs.{i}" for i in range(4)]
+    for i, (name, l) in enumerate(zip(names, p["layers"])):
+        s[f"{name}.conv.weight"] = l["weight"][None]
+        s[f"{name}.conv.modulation.weight"], s[f"{name}.conv.modulation.bias"] = l["affine_w"], l["affine_b"]
+        s[f"{name}.noise.weight"] = l["noise_strength"]
+        s[f"{name}.activate.bias"] = l["bias"]
+        s[f"noises.noise_{i}"] = l["noise"][None, None]
+        if name.startswith("convs"):
+            s[f"{name}.conv.blur.kernel"] = BLUR2D * 4
+    for name, l in zip(["to_rgb1", "to_rgbs.0", "to_rgbs.1"], p["rgbs"]):
+        s[f"{name}.conv.weight"] = l["weight"][None]
+        s[f"{name}.conv.modulation.weight"], s[f"{name}.conv.modulation.bias"] = l["affine_w"], l["affine_b"]
+        s[f"{name}.bias"] = l["bias"].view(1, 3, 1, 1)
+        if name != "to_rgb1":
+            s[f"{name}.upsample.kernel"] = BLUR2D * 4
+    return s
+
+
+def test_rosinality_checkpoint_reproduces_reference(tmp_path):
+    p = neutral_weights()
+    path = tmp_path / "550000.pt"
+    torch.save({"g_ema": rosinality_state(p), "args": argparse.Namespace(lr_mlp=LR_MUL, size=RES),
+                "latent_avg": p["w_avg"]}, path)
+    G = load_rosinality(path)
+    assert (G.config.resolution, G.config.channel_base, G.config.channel_max) == (RES, 64, 8)
+    z = torch.randn(3, Z)
+    expected = reference_forward(p, z)
+    for fused in (True, False):
+        got = G.set_fused(fused)(z, noise_mode="const")
+        assert (got - expected).abs().max() < 1e-4
+    assert torch.equal(G.mapping.w_avg, p["w_avg"])
+
+
+def test_rosinality_without_latent_avg_computes_one(tmp_path):
+    path = tmp_path / "g.pt"
+    torch.save({"g_ema": rosinality_state(neutral_weights())}, path)
+    G = load_rosinality(path)
+    assert G.mapping.w_avg.abs().sum() > 0 and torch.equal(G.mapping.w_avg, load_rosinality(path).mapping.w_avg)
+
+
+# -- NVlabs: persistent objects whose embedded source would run code if executed. -------------
+
+PWNED_SRC = "import pathlib\npathlib.Path({path!r}).write_text('code from the pickle ran')\n"
+
+
+def fake_persistence(monkeypatch):
+    """Modules named like NVlabs' so that pickle records references to them."""
+    persistence = types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta):  # the real one execs meta["module_src"]
+        raise AssertionError("never called while building the pickle")
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    monkeypatch.setitem(sys.modules, "torch_utils", types.ModuleType("torch_utils"))
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
+    return _reconstruct_persistent_obj
+
+
+class Persistent:
+    """Pickles like a torch_utils.persistence object: (reconstruct, (meta,))."""
+
+    def __init__(self, reconstruct, class_name, src, params=(), buffers=(), modules=(), **attrs):
+        self.reconstruct, self.meta = reconstruct, dict(
+            type="class", version=4, module_src=src, class_name=class_name,
+            state={"training": False, "_parameters": collections.OrderedDict(params),
+                   "_buffers": collections.OrderedDict(buffers),
+                   "_modules": collections.OrderedDict(modules), **attrs})
+
+    def __reduce__(self):
+        return self.reconstruct, (self.meta,)
+
+
+def nvlabs_pickle(p, path, reconstruct, src):
+    P = lambda name, **kw: Persistent(reconstruct, name, src, **kw)  # noqa: E731
+    fcs = [(f"fc{i}", P("FullyConnectedLayer", params=[("weight", torch.nn.Parameter(w)), ("bias", torch.nn.Parameter(b))],
+                         weight_gain=LR_MUL / math.sqrt(w.shape[1]), bias_gain=LR_MUL))
+           for i, (w, b) in enumerate(p["fc"])]
+    mapping = P("MappingNetwork", modules=fcs, buffers=[("w_avg", p["w_avg"])], z_dim=Z, w_dim=W_DIM)
+
+    def layer(l, res, up):
+        affine = P("FullyConnectedLayer", params=[("weight", l["affine_w"]), ("bias", l["affine_b"])], bias_gain=1.0)
+        return P("SynthesisLayer", modules=[("affine", affine)],
+                 params=[("weight", l["weight"]), ("noise_strength", l["noise_strength"][0]), ("bias", l["bias"])],
+                 buffers=[("resample_filter", BLUR2D), ("noise_const", l["noise"])],
+                 up=2 if up else 1, resolution=res, conv_clamp=None)
+
+    def torgb(l):
+        affine = P("FullyConnectedLayer", params=[("weight", l["affine_w"]), ("bias", l["affine_b"])], bias_gain=1.0)
+        return P("ToRGBLayer", modules=[("affine", affine)], params=[("weight", l["weight"]), ("bias", l["bias"])])
+
+    blocks = [("b4", P("SynthesisBlock", params=[("const", p["const"][0])],
+                       modules=[("conv1", layer(p["layers"][0], 4, False)), ("torgb", torgb(p["rgbs"][0]))]))]
+    for b, res in enumerate((8, 16)):
+        blocks.append((f"b{res}", P("SynthesisBlock", buffers=[("resample_filter", BLUR2D)], modules=[
+            ("conv0", layer(p["layers"][1 + 2 * b], res, True)),
+            ("conv1", layer(p["layers"][2 + 2 * b], res, False)),
+            ("torgb", torgb(p["rgbs"][1 + b]))])))
+    G = P("Generator", modules=[("synthesis", P("SynthesisNetwork", modules=blocks)), ("mapping", mapping)])
+    with open(path, "wb") as f:
+        pickle.dump({"G_ema": G, "G": G, "training_set_kwargs": {"resolution": RES}}, f)
+
+
+def test_nvlabs_pickle_reproduces_reference_without_running_its_code(tmp_path, monkeypatch):
+    reconstruct = fake_persistence(monkeypatch)
+    marker = tmp_path / "pwned.txt"
+    p = neutral_weights(1)
+    nvlabs_pickle(p, tmp_path / "network.pkl", reconstruct, PWNED_SRC.format(path=str(marker)))
+    monkeypatch.delitem(sys.modules, "torch_utils.persistence")  # as on a user's machine
+    G = load_nvlabs(tmp_path / "network.pkl")
+    z = torch.randn(3, Z)
+    assert (G(z, noise_mode="const") - reference_forward(p, z)).abs().max() < 1e-4
+    assert torch.equal(G.mapping.w_avg, p["w_avg"]) and G.config.mapping_lr_mul == LR_MUL
+    assert not marker.exists()
+
+
+class Malicious:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": Malicious(marker)}))
+    with pytest.raises(UnsafePickleError, match=r"evil\.pkl: refusing to load.*(posix|os)\.system"):
+        load_nvlabs(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"not a pickle", "not a readable network pickle"),
+    (pickle.dumps({"D": 1}), "no StyleGAN2 generator 'G_ema'"),
+    (pickle.dumps([1, 2]), "expected a dict of networks"),
+])
+def test_bad_nvlabs_files(tmp_path, content, words):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(content)
+    with pytest.raises(ImportError_, match=words):
+        load_nvlabs(path)
+
+
+def test_bad_rosinality_files(tmp_path):
+    with pytest.raises(ImportError_, match="file not found"):
+        load_rosinality(tmp_path / "missing.pt")
+    torch.save({"g": {}}, tmp_path / "other.pt")
+    with pytest.raises(ImportError_, match="no rosinality generator"):
+        load_rosinality(tmp_path / "other.pt")
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Malicious(tmp_path / "m")))
+    with pytest.raises(ImportError_, match="not a loadable rosinality checkpoint"):
+        load_rosinality(tmp_path / "evil.pt")
+    assert not (tmp_path / "m").exists()
