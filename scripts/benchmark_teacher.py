@@ -47,7 +47,7 @@ def main(preset: str = typer.Option("tiny-64", help=f"one of {sorted(PRESETS)}")
                                 device)
     where = torch.cuda.get_device_name() if torch.cuda.is_available() and device != "cpu" else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    print(f"{preset} batch {batch} on {where}: {metrics['images_per_second']:.1f} images/s "
+    print(f"{preset} batch {batch} on {where}: {metrics['images_per_second']:.3g} images/s "
           f"({batch / metrics['images_per_second']:.3f} s per G+D step, "
           f"R1 every {config.r1_interval}, path length every {config.pl_interval})")
 

@@ -250,3 +250,27 @@ def test_bad_rosinality_files(tmp_path):
     with pytest.raises(ImportError_, match="not a loadable rosinality checkpoint"):
         load_rosinality(tmp_path / "evil.pt")
     assert not (tmp_path / "m").exists()
+
+
+def test_import_teacher_stage_writes_a_loadable_snapshot(tmp_path):
+    import subprocess
+
+    from conftest import ROOT
+    from pipeline.training.teacher import load_teacher
+
+    p = neutral_weights()
+    torch.save({"g_ema": rosinality_state(p), "latent_avg": p["w_avg"]}, tmp_path / "g.pt")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.import_teacher", "--format", "rosinality", "--source",
+         str(tmp_path / "g.pt"), "--snapshot", str(tmp_path / "teacher.pt"), "--samples",
+         str(tmp_path / "samples.png")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    z = torch.randn(2, Z)
+    assert (load_teacher(tmp_path / "teacher.pt")(z, noise_mode="const") - reference_forward(p, z)).abs().max() < 1e-4
+    assert (tmp_path / "samples.png").is_file()
+    bad = subprocess.run(
+        [sys.executable, "-m", "stages.import_teacher", "--format", "nvlabs", "--source",
+         str(tmp_path / "g.pt"), "--snapshot", str(tmp_path / "t2.pt")], cwd=ROOT,
+        capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "g.pt" in bad.stderr
+    assert not (tmp_path / "t2.pt").exists()

@@ -85,3 +85,33 @@ def test_config_f_parameter_count():
     # The official config-F 1024x1024 generator has 30,370,060 parameters.
     G = Generator(PRESETS["ffhq-1024"])
     assert sum(p.numel() for p in G.parameters()) == 30_370_060
+
+
+def test_complexity_row_counts_params_and_flops():
+    from pipeline.models.complexity_table import stylegan2_row
+
+    row = stylegan2_row("tiny", TINY)
+    assert row["params_M"] == pytest.approx(sum(p.numel() for p in Generator(TINY).parameters()) / 1e6)
+    # The 3x3 convs alone (TINY has 16 channels up to 8x8, 8 at 16x16): 2 * Cin * Cout * 9 * H * W,
+    # with H, W the input size for the transposed (upsampling) convs.
+    macs = 9 * (16 * 16 * 4 * 4            # 4x4 conv
+                + 16 * 16 * 4 * 4          # up to 8x8
+                + 16 * 16 * 8 * 8          # 8x8 conv
+                + 16 * 8 * 8 * 8           # up to 16x16
+                + 8 * 8 * 16 * 16)         # 16x16 conv
+    convs = 2 * macs
+    assert convs / 1e9 < row["gflops"] < 2 * convs / 1e9
+
+
+def test_snapshot_of_another_version_is_a_clear_error(tmp_path):
+    from pipeline.training.checkpoint import CheckpointError, save_snapshot
+    from pipeline.training.teacher import SNAPSHOT_KIND, load_teacher
+
+    G = Generator(TINY)
+    config = {k: v for k, v in TINY.to_dict().items() if k != "conv_clamp"}
+    save_snapshot(tmp_path / "old.pt", SNAPSHOT_KIND, G, config)
+    with pytest.raises(CheckpointError, match="does not match this version"):
+        load_teacher(tmp_path / "old.pt")
+    save_snapshot(tmp_path / "other.pt", "something-else", G, TINY.to_dict())
+    with pytest.raises(CheckpointError, match="expected a 'stylegan2-generator'"):
+        load_teacher(tmp_path / "other.pt")
