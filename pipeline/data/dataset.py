@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.data.prepare import FORMAT_VERSION, MANIFEST_FIELDS
+from pipeline.data.layout import FORMAT_VERSION, MANIFEST_FIELDS
 from pipeline.errors import DataError
 
 

@@ -29,6 +29,7 @@ import pydantic
 
 from pipeline.config import StageConfig
 from pipeline.data.ingest import SKIP_REASONS, LoadedImage, SourceFile, list_source, load_face
+from pipeline.data.layout import FORMAT_VERSION, MANIFEST_FIELDS
 from pipeline.data.synthetic import synthetic_face
 from pipeline.errors import DataError
 from pipeline.images import encode_png, make_grid
@@ -37,9 +38,6 @@ from pipeline.io import atomic_path, sha256_bytes, sha256_file, write_json, writ
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
-FORMAT_VERSION = 1
-MANIFEST_FIELDS = ("file", "sha256", "source", "source_sha256", "source_bytes", "source_width",
-                   "source_height", "source_mode", "cropped")
 
 
 def _power_of_two(value: int) -> int:

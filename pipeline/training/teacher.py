@@ -258,7 +258,7 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
     if dist.is_main:
         save_snapshot(snapshot_path, SNAPSHOT_KIND, G_ema, config.model.to_dict(),
                       meta={"steps": config.steps, "images_seen": config.steps * config.batch_size,
-                            "dataset_sha256": dataset_sha256})
+                            "dataset_sha256": dataset_sha256, "train_config": config.to_dict()})
         if samples_path is not None:
             save_png(samples_path, sample_grid(G_ema, z_samples, device))
     return metrics

@@ -1,0 +1,59 @@
+"""dvc.yaml stays true to the code: each stage lists exactly the pipeline/ modules its command
+imports (transitively) and exactly the params it reads."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.data.prepare import PrepareConfig
+from pipeline.training.teacher import TrainTeacherConfig
+
+from conftest import ROOT
+
+CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig}
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def module_file(name: str) -> Path | None:
+    path = ROOT / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def project_imports(module: str) -> set[str]:
+    """Files of the project's own modules imported by ``module``, transitively (package
+    ``__init__`` files, which hold only docstrings, excluded)."""
+    seen, todo = set(), [module]
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            todo += [n for n in names if n.split(".")[0] in ("pipeline", "stages")]
+    return {p.relative_to(ROOT).as_posix() for p in seen if p.name != "__init__.py"}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_lists_exactly_the_modules_it_imports(name):
+    stage = STAGES[name]
+    module = re.search(r"-m (stages\.\w+)", stage["cmd"]).group(1)
+    listed = {d for d in stage["deps"] if d.startswith(("pipeline/", "stages/"))}
+    assert listed == project_imports(module)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_lists_exactly_the_params_it_reads(name):
+    params = STAGES[name]["params"]
+    fields = set(CONFIGS[name].model_fields)
+    assert params == [name] or set(params) == {f"{name}.{field}" for field in fields}
