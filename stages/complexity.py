@@ -1,5 +1,6 @@
 """Print parameters and GFLOPs (2 x MACs, batch 1) of the model presets and, if given, of
-trained snapshots."""
+trained snapshots. StyleGAN2 rows include the mapping network; BlazeStyleGAN rows, like the
+paper's Table 1, count the synthesis network only (the mapping column shows what is left out)."""
 
 from pathlib import Path
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from pipeline.metrics.complexity import count_flops, count_parameters
+from pipeline.models.blazestylegan import PRESETS as BLAZE_PRESETS
+from pipeline.models.blazestylegan import BlazeStyleGAN, BlazeStyleGANConfig
 from pipeline.models.stylegan2 import PRESETS, Generator, StyleGAN2Config
 
 
@@ -23,8 +25,23 @@ def stylegan2_row(name: str, config: StyleGAN2Config) -> dict:
             "mapping_params_M": count_parameters(G.mapping) / 1e6}
 
 
+def blaze_row(name: str, config: BlazeStyleGANConfig) -> dict:
+    """Params and GFLOPs of a BlazeStyleGAN inference graph (all blocks, last head only), at
+    batch 1. As in the paper, the synthesis network only: the mapping network (listed apart) is
+    the teacher's, shared and frozen (see pipeline/models/blazestylegan.py)."""
+    model = BlazeStyleGAN(config).eval()
+    synthesis = model.synthesis
+    ws = torch.zeros(1, config.num_ws, config.w_dim)
+    flops = count_flops(lambda: synthesis.final_image(ws))
+    aux_heads = sum(count_parameters(head) for head in synthesis.heads[:-1])
+    return {"model": name, "resolution": config.resolution,
+            "params_M": (count_parameters(synthesis) - aux_heads) / 1e6, "gflops": flops / 1e9,
+            "mapping_params_M": count_parameters(model.mapping) / 1e6}
+
+
 def preset_rows() -> list[dict]:
-    return [stylegan2_row(f"stylegan2 {name}", config) for name, config in PRESETS.items()]
+    return ([stylegan2_row(f"stylegan2 {name}", config) for name, config in PRESETS.items()]
+            + [blaze_row(name, config) for name, config in BLAZE_PRESETS.items()])
 
 
 def format_table(rows: list[dict]) -> str:

@@ -68,7 +68,7 @@ class StyleGAN2Config(StageConfig):
 # channel_multiplier=2). The tiny preset is the embedded default, sized for a 2-core CPU.
 PRESETS: dict[str, StyleGAN2Config] = {
     "tiny-64": StyleGAN2Config(resolution=64, z_dim=64, w_dim=64, mapping_layers=2,
-                               mapping_lr_mul=0.01, channel_base=1024, channel_max=32,
+                               mapping_lr_mul=0.01, channel_base=1024, channel_max=64,
                                conv_clamp=None),
     **{f"ffhq-{r}": StyleGAN2Config(resolution=r, z_dim=512, w_dim=512, mapping_layers=8,
                                     mapping_lr_mul=0.01, channel_base=32768, channel_max=512,

@@ -1,0 +1,228 @@
+"""BlazeStyleGAN (Jia et al., CVPRW 2023): the mobile student generator.
+
+Structure, for an output of R x R pixels:
+
+* the mapping network is StyleGAN's (by default a frozen copy of the teacher's, so both see the
+  same w); it is *not* part of the synthesis network and not in its complexity counts (below);
+* one synthesis **level** per output resolution r = 8, 16, ..., R. The level's block runs at r / 4,
+  a quarter of the teacher's feature resolution at that level (2x2 for the 8x8 level), starting
+  from a learned 2x2 constant and upsampling features 2x (bilinear) between levels;
+* each block is two :class:`ModulatedSeparableConv` layers built from mobile-friendly operators
+  only: the style scales the *activations*, a static depthwise 3x3 and a static pointwise 1x1
+  convolution follow, and the output is multiplied by the demodulation factor. Constant weights
+  everywhere: no per-sample weights, which mobile runtimes cannot run;
+* each level has an :class:`UpToRGB` head that takes the block's features at r / 4 up to an RGB
+  image at r: the heads form a coarse-to-fine pyramid (8x8 ... R x R). Training uses all of them;
+  inference keeps the last one only.
+
+Designed for export: styles are computed by 1x1 convolutions on w shaped (N, w_dim, 1, 1), so
+scaling activations is a broadcast multiply with no reshape or transpose; noise inputs are
+constants of shape (1, 1, H, W).
+
+Complexity convention (Table 1 of the paper, reproduced by the presets): parameters and FLOPs of
+the synthesis network of the inference graph (final head only), FLOPs = 2 x multiply-accumulates.
+The mapping network is excluded: it is the teacher's own (shared, frozen), it runs once per latent
+and can be replaced by precomputed w, and at 2.1 M parameters for StyleGAN's 8 x 512 layers it is
+larger on its own than the paper's totals, so the paper's counts cannot include it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.config import StageConfig
+from pipeline.models.layers import lrelu_gain
+from pipeline.models.stylegan2 import MappingNetwork, StyleGAN2Config
+
+
+class BlazeStyleGANConfig(StageConfig):
+    """Shape of a BlazeStyleGAN student. Stored in every checkpoint."""
+
+    resolution: Annotated[int, pydantic.Field(ge=16, le=1024)]  # output size, a power of two
+    z_dim: Annotated[int, pydantic.Field(ge=1)]
+    w_dim: Annotated[int, pydantic.Field(ge=1)]
+    mapping_layers: Annotated[int, pydantic.Field(ge=1)]
+    mapping_lr_mul: Annotated[float, pydantic.Field(gt=0)]
+    channels: list[Annotated[int, pydantic.Field(ge=1)]]  # per level, 8x8 first, R x R last
+    head_channels: list[Annotated[int, pydantic.Field(ge=1)]]  # UpToRGB width per level
+    noise: bool                                           # per-layer noise inputs
+
+    @pydantic.model_validator(mode="after")
+    def _check_levels(self):
+        if self.resolution & (self.resolution - 1):
+            raise ValueError(f"resolution must be a power of two, got {self.resolution}")
+        levels = int(math.log2(self.resolution)) - 2
+        for key in ("channels", "head_channels"):
+            if len(getattr(self, key)) != levels:
+                raise ValueError(f"{key} needs one value per level 8..{self.resolution} "
+                                 f"({levels}), got {len(getattr(self, key))}")
+        return self
+
+    @property
+    def levels(self) -> list[int]:
+        """Output resolution of each level: 8, 16, ..., R."""
+        return [2 ** i for i in range(3, int(math.log2(self.resolution)) + 1)]
+
+    @property
+    def num_ws(self) -> int:
+        """Style inputs: two per block plus one for the last head (heads share with the next block)."""
+        return 2 * len(self.levels) + 1
+
+    def mapping_config(self) -> StyleGAN2Config:
+        return StyleGAN2Config(resolution=self.resolution, z_dim=self.z_dim, w_dim=self.w_dim,
+                               mapping_layers=self.mapping_layers,
+                               mapping_lr_mul=self.mapping_lr_mul, channel_base=1, channel_max=1,
+                               conv_clamp=None)
+
+
+def _preset(resolution, channels, heads):
+    return BlazeStyleGANConfig(resolution=resolution, z_dim=512, w_dim=512, mapping_layers=8,
+                               mapping_lr_mul=0.01, channels=channels, head_channels=heads,
+                               noise=True)
+
+
+# Channel widths fitted so the inference synthesis network matches the paper's Table 1 (2.01 M /
+# 1.28 GFLOPs at 256, 2.05 M / 1.57 at 512, 2.07 M / 4.70 at 1024) within 4%: measured -1.0% /
+# +3.2%, -0.5% / +0.3%, -1.5% / +3.9% (`python -m stages.complexity`; checked by the tests).
+# Only the last head counts at inference; the auxiliary heads are sized for training alone.
+PRESETS: dict[str, BlazeStyleGANConfig] = {
+    "blaze-256": _preset(256, [128, 256, 256, 256, 256, 128], [32, 32, 32, 32, 32, 48]),
+    "blaze-512": _preset(512, [128, 256, 256, 256, 256, 128, 48], [32, 32, 32, 32, 32, 32, 20]),
+    "blaze-1024": _preset(1024, [128, 256, 256, 256, 256, 128, 32, 16],
+                          [32, 32, 32, 32, 32, 32, 16, 32]),
+}
+
+
+class StyleConv(nn.Module):
+    """w (N, w_dim, 1, 1) -> per-channel styles (N, C, 1, 1): a 1x1 conv, equalized lr, bias 1."""
+
+    def __init__(self, w_dim: int, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(channels, w_dim, 1, 1))
+        self.bias = nn.Parameter(torch.ones(channels))
+        self.scale = 1 / math.sqrt(w_dim)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(w, self.weight * self.scale, self.bias)
+
+
+class ModulatedSeparableConv(nn.Module):
+    """Style-modulated depthwise-separable 3x3 convolution with demodulation, noise, bias, lrelu.
+
+    Computes ``demod * pw(dw(x * s))``: the composition ``pw o dw`` is a 3x3 convolution with weight
+    ``pw[o, i] * dw[i, k]``, so the StyleGAN2 demodulation factor of that weight modulated by s is
+    ``rsqrt(sum_i s_i^2 pw[o, i]^2 |dw_i|^2)``: one small matmul on the styles, done as a 1x1 conv.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, noise: bool):
+        super().__init__()
+        self.style = StyleConv(w_dim, in_ch)
+        self.depthwise = nn.Parameter(torch.randn(in_ch, 1, 3, 3))
+        self.pointwise = nn.Parameter(torch.randn(out_ch, in_ch, 1, 1))
+        self.dw_scale, self.pw_scale = 1 / 3.0, 1 / math.sqrt(in_ch)
+        self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
+        if noise:
+            self.noise_strength = nn.Parameter(torch.zeros(1))
+            self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
+        else:
+            self.noise_strength = None
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        s = self.style(w)                                       # (N, Cin, 1, 1)
+        dw = self.depthwise * self.dw_scale                     # (Cin, 1, 3, 3)
+        pw = self.pointwise * self.pw_scale                     # (Cout, Cin, 1, 1)
+        x = F.conv2d(x * s, dw, padding=1, groups=dw.shape[0])
+        x = F.conv2d(x, pw)
+        energy = pw.pow(2) * dw.pow(2).sum(dim=(1, 2, 3))[None, :, None, None]  # (Cout, Cin, 1, 1)
+        x = x * torch.rsqrt(F.conv2d(s.pow(2), energy) + 1e-8)  # demodulation, (N, Cout, 1, 1)
+        if self.noise_strength is not None:
+            x = x + self.noise_strength * self.noise_const
+        return lrelu_gain(x + self.bias)
+
+
+class UpToRGB(nn.Module):
+    """Auxiliary head: features (N, C, r/4, r/4) -> RGB (N, 3, r, r).
+
+    A modulated pointwise projection to ``hidden`` channels, then twice (bilinear 2x upsampling,
+    depthwise 3x3, pointwise 1x1, LeakyReLU), then a 1x1 convolution to RGB.
+    """
+
+    def __init__(self, in_ch: int, hidden: int, w_dim: int):
+        super().__init__()
+        self.style = StyleConv(w_dim, in_ch)
+        self.project = nn.Conv2d(in_ch, hidden, 1)
+        self.up = nn.ModuleList(nn.ModuleDict({
+            "depthwise": nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
+            "pointwise": nn.Conv2d(hidden, hidden, 1)}) for _ in range(2))
+        self.to_rgb = nn.Conv2d(hidden, 3, 1)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        x = lrelu_gain(self.project(x * self.style(w) / math.sqrt(x.shape[1])))
+        for stage in self.up:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = lrelu_gain(stage["pointwise"](stage["depthwise"](x)))
+        return self.to_rgb(x)
+
+
+class BlazeSynthesis(nn.Module):
+    """ws (N, num_ws, w_dim) -> (final image (N, 3, R, R), pyramid [8x8, ..., R x R])."""
+
+    def __init__(self, config: BlazeStyleGANConfig):
+        super().__init__()
+        self.config = config
+        c0 = config.channels[0]
+        self.const = nn.Parameter(torch.randn(1, c0, 2, 2))
+        self.blocks, self.heads = nn.ModuleList(), nn.ModuleList()
+        in_ch = c0
+        for level, (out_ch, hidden) in enumerate(zip(config.channels, config.head_channels)):
+            res = config.levels[level] // 4
+            self.blocks.append(nn.ModuleList([
+                ModulatedSeparableConv(in_ch, out_ch, config.w_dim, res, config.noise),
+                ModulatedSeparableConv(out_ch, out_ch, config.w_dim, res, config.noise)]))
+            self.heads.append(UpToRGB(out_ch, hidden, config.w_dim))
+            in_ch = out_ch
+
+    def features(self, ws: torch.Tensor, level: int | None = None):
+        """Yield (level, features, head w) for every level (up to ``level``)."""
+        w4 = ws[:, :, :, None, None]  # (N, num_ws, w_dim, 1, 1): each w as a 1x1 "image"
+        x = self.const.expand(ws.shape[0], -1, -1, -1)
+        for i, (conv1, conv2) in enumerate(self.blocks):
+            if i > 0:
+                x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = conv2(conv1(x, w4[:, 2 * i]), w4[:, 2 * i + 1])
+            yield i, x, w4[:, 2 * i + 2]
+            if level is not None and i == level:
+                return
+
+    def forward(self, ws: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        pyramid = [self.heads[i](x, w) for i, x, w in self.features(ws)]
+        return pyramid[-1], pyramid
+
+    def final_image(self, ws: torch.Tensor) -> torch.Tensor:
+        """The inference graph: every block, and the last head only."""
+        *_, (i, x, w) = self.features(ws)
+        return self.heads[i](x, w)
+
+
+class BlazeStyleGAN(nn.Module):
+    """The student: ``mapping`` (z -> w) and ``synthesis`` (ws -> image and pyramid)."""
+
+    def __init__(self, config: BlazeStyleGANConfig):
+        super().__init__()
+        self.config = config
+        self.mapping = MappingNetwork(config.mapping_config())
+        self.synthesis = BlazeSynthesis(config)
+
+    @property
+    def num_ws(self) -> int:
+        return self.config.num_ws
+
+    def forward(self, z: torch.Tensor, psi: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        w = self.mapping(z, psi=psi)
+        return self.synthesis(w[:, None].expand(-1, self.num_ws, -1))
