@@ -91,3 +91,28 @@ def test_presets_match_table_1_within_10_percent(name, params_m, gflops):
 def test_config_validation(bad, words):
     with pytest.raises(ValueError, match=words):
         BlazeStyleGANConfig.model_validate({**TINY.to_dict(), **bad})
+
+
+@pytest.mark.parametrize("input_kind", ["z", "w"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout):
+    from pipeline.metrics.complexity import count_flops, count_parameters
+    from pipeline.models.strip import strip_aux_heads, ws_of
+
+    torch.manual_seed(0)
+    student = BlazeStyleGAN(TINY).eval()
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    stripped = strip_aux_heads(student, input_kind, layout)
+    z = torch.randn(3, 16)
+    w = student.mapping(z)
+    with torch.no_grad():
+        full, _ = student.synthesis(ws_of(w, student.num_ws))
+        out = stripped(z if input_kind == "z" else w)
+    if layout == "nhwc":
+        out = out.permute(0, 3, 1, 2)
+    assert torch.equal(out, full)
+    assert count_parameters(stripped) < count_parameters(student)
+    ws = ws_of(w, student.num_ws)
+    assert count_flops(lambda: stripped(w if input_kind == "w" else z)) < count_flops(lambda: student.synthesis(ws))
