@@ -240,6 +240,7 @@ def test_bad_nvlabs_files(tmp_path, content, words):
         load_nvlabs(path)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4:UserWarning")  # the malicious file
 def test_bad_rosinality_files(tmp_path):
     with pytest.raises(ImportError_, match="file not found"):
         load_rosinality(tmp_path / "missing.pt")
