@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.convert import (ImportError_, UnsafePickleError, load_nvlabs,
+from pipeline.models.convert import (CheckpointImportError, UnsafePickleError, load_nvlabs,
                                      load_rosinality)
 
 RES, Z, W_DIM, LAYERS, LR_MUL = 16, 8, 8, 2, 0.01
@@ -150,6 +150,10 @@ def fake_persistence(monkeypatch):
     persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
     monkeypatch.setitem(sys.modules, "torch_utils", types.ModuleType("torch_utils"))
     monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
+    util = types.ModuleType("dnnlib.util")
+    util.EasyDict = type("EasyDict", (dict,), {"__module__": "dnnlib.util"})
+    monkeypatch.setitem(sys.modules, "dnnlib", types.ModuleType("dnnlib"))
+    monkeypatch.setitem(sys.modules, "dnnlib.util", util)
     return _reconstruct_persistent_obj
 
 
@@ -168,9 +172,14 @@ class Persistent:
 
 
 def nvlabs_pickle(p, path, reconstruct, src):
+    import numpy as np
+
+    EasyDict = sys.modules["dnnlib.util"].EasyDict
     P = lambda name, **kw: Persistent(reconstruct, name, src, **kw)  # noqa: E731
+    # As in real pickles: gains are numpy scalars, init kwargs are EasyDicts.
     fcs = [(f"fc{i}", P("FullyConnectedLayer", params=[("weight", torch.nn.Parameter(w)), ("bias", torch.nn.Parameter(b))],
-                         weight_gain=LR_MUL / math.sqrt(w.shape[1]), bias_gain=LR_MUL))
+                         weight_gain=np.float64(LR_MUL / np.sqrt(w.shape[1])), bias_gain=LR_MUL,
+                         act_gain=np.sqrt(2), _init_kwargs=EasyDict(lr_multiplier=LR_MUL)))
            for i, (w, b) in enumerate(p["fc"])]
     mapping = P("MappingNetwork", modules=fcs, buffers=[("w_avg", p["w_avg"])], z_dim=Z, w_dim=W_DIM)
 
@@ -192,9 +201,13 @@ def nvlabs_pickle(p, path, reconstruct, src):
             ("conv0", layer(p["layers"][1 + 2 * b], res, True)),
             ("conv1", layer(p["layers"][2 + 2 * b], res, False)),
             ("torgb", torgb(p["rgbs"][1 + b]))])))
-    G = P("Generator", modules=[("synthesis", P("SynthesisNetwork", modules=blocks)), ("mapping", mapping)])
+    G = P("Generator", modules=[("synthesis", P("SynthesisNetwork", modules=blocks)), ("mapping", mapping)],
+          _init_kwargs=EasyDict(mapping_kwargs=EasyDict(num_layers=LAYERS), synthesis_kwargs=EasyDict()))
+    D = P("Discriminator", params=[("w", torch.randn(3))], _init_kwargs=EasyDict(c_dim=0))
+    augment = P("AugmentPipe", buffers=[("p", torch.tensor(0.1))], xflip=np.float32(1.0))
     with open(path, "wb") as f:
-        pickle.dump({"G_ema": G, "G": G, "training_set_kwargs": {"resolution": RES}}, f)
+        pickle.dump({"G_ema": G, "G": G, "D": D, "augment_pipe": augment,
+                     "training_set_kwargs": EasyDict(resolution=RES, xflip=True)}, f)
 
 
 def test_nvlabs_pickle_reproduces_reference_without_running_its_code(tmp_path, monkeypatch):
@@ -208,6 +221,27 @@ def test_nvlabs_pickle_reproduces_reference_without_running_its_code(tmp_path, m
     assert (G(z, noise_mode="const") - reference_forward(p, z)).abs().max() < 1e-4
     assert torch.equal(G.mapping.w_avg, p["w_avg"]) and G.config.mapping_lr_mul == LR_MUL
     assert not marker.exists()
+
+
+def test_pickle_cannot_modify_torch_objects(tmp_path):
+    import torch._utils
+
+    # GLOBAL torch._utils._rebuild_tensor_v2, then BUILD with {"pwned": 1}: pickle sets the
+    # attribute on whatever find_class returned, which must not be torch's own function.
+    data = (b"\x80\x04ctorch._utils\n_rebuild_tensor_v2\n}\x8c\x05pwned\x4b\x01sb.")
+    path = tmp_path / "build.pkl"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointImportError):
+        load_nvlabs(path)
+    assert "pwned" not in torch._utils._rebuild_tensor_v2.__dict__
+
+
+@pytest.mark.parametrize("global_name", [b"torch\nFloatStorage", b"numpy\nndarray", b"builtins\neval"])
+def test_other_globals_are_refused(tmp_path, global_name):
+    path = tmp_path / "g.pkl"
+    path.write_bytes(b"\x80\x04c" + global_name + b"\n.")
+    with pytest.raises(UnsafePickleError, match="refusing to load"):
+        load_nvlabs(path)
 
 
 class Malicious:
@@ -236,19 +270,19 @@ def test_malicious_pickle_is_refused(tmp_path):
 def test_bad_nvlabs_files(tmp_path, content, words):
     path = tmp_path / "x.pkl"
     path.write_bytes(content)
-    with pytest.raises(ImportError_, match=words):
+    with pytest.raises(CheckpointImportError, match=words):
         load_nvlabs(path)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol 4:UserWarning")  # the malicious file
 def test_bad_rosinality_files(tmp_path):
-    with pytest.raises(ImportError_, match="file not found"):
+    with pytest.raises(CheckpointImportError, match="file not found"):
         load_rosinality(tmp_path / "missing.pt")
     torch.save({"g": {}}, tmp_path / "other.pt")
-    with pytest.raises(ImportError_, match="no rosinality generator"):
+    with pytest.raises(CheckpointImportError, match="no rosinality generator"):
         load_rosinality(tmp_path / "other.pt")
     (tmp_path / "evil.pt").write_bytes(pickle.dumps(Malicious(tmp_path / "m")))
-    with pytest.raises(ImportError_, match="not a loadable rosinality checkpoint"):
+    with pytest.raises(CheckpointImportError, match="not a loadable rosinality checkpoint"):
         load_rosinality(tmp_path / "evil.pt")
     assert not (tmp_path / "m").exists()
 

@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline.errors import PipelineError
@@ -35,11 +36,11 @@ from pipeline.models.stylegan2 import Generator, StyleGAN2Config
 log = logging.getLogger(__name__)
 
 
-class ImportError_(PipelineError):
+class CheckpointImportError(PipelineError):
     """A pretrained checkpoint cannot be imported (format, contents or shapes)."""
 
 
-class UnsafePickleError(ImportError_):
+class UnsafePickleError(CheckpointImportError):
     """The pickle asks to run code other than rebuilding tensors and plain containers."""
 
 
@@ -53,7 +54,7 @@ def _infer_channels(channels: dict[int, int], path: Path) -> tuple[int, int]:
     channel_base = below[0][0] * below[0][1] if below else channel_max * max(channels)
     for r, c in channels.items():
         if min(channel_base // r, channel_max) != c:
-            raise ImportError_(f"{path}: channel counts {dict(sorted(channels.items()))} do not "
+            raise CheckpointImportError(f"{path}: channel counts {dict(sorted(channels.items()))} do not "
                                "follow StyleGAN2's min(base / resolution, max) rule")
     return channel_base, channel_max
 
@@ -63,11 +64,11 @@ def _load_into(G: Generator, state: dict[str, torch.Tensor], path: Path) -> Gene
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ImportError_(f"{path}: converted weights do not match the generator "
+        raise CheckpointImportError(f"{path}: converted weights do not match the generator "
                            f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     for name, tensor in state.items():
         if tensor.shape != expected[name].shape:
-            raise ImportError_(f"{path}: {name} has shape {tuple(tensor.shape)}, "
+            raise CheckpointImportError(f"{path}: {name} has shape {tuple(tensor.shape)}, "
                                f"expected {tuple(expected[name].shape)}")
     G.load_state_dict({k: v.float() for k, v in state.items()})
     return G.eval().requires_grad_(False)
@@ -76,6 +77,24 @@ def _load_into(G: Generator, state: dict[str, torch.Tensor], path: Path) -> Gene
 # ----------------------------------------------------------------------------------------------
 # rosinality/stylegan2-pytorch
 
+def _guarded(convert):
+    """Turn any failure while mapping a loaded checkpoint (a missing key, an odd shape, a value
+    our config rejects) into a one-line CheckpointImportError naming the file."""
+
+    def wrapper(path, *args, **kwargs):
+        try:
+            return convert(Path(path), *args, **kwargs)
+        except CheckpointImportError:
+            raise
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError, RuntimeError) as e:
+            raise CheckpointImportError(f"{path}: not a supported StyleGAN2 generator "
+                                        f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+    wrapper.__doc__, wrapper.__name__ = convert.__doc__, convert.__name__
+    return wrapper
+
+
+@_guarded
 def load_rosinality(path: str | Path, mapping_lr_mul: float | None = None,
                     w_avg_samples: int = 4096) -> Generator:
     """Convert a rosinality checkpoint's ``g_ema`` into our generator.
@@ -93,13 +112,13 @@ def load_rosinality(path: str | Path, mapping_lr_mul: float | None = None,
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ImportError_(f"{path}: file not found") from None
+        raise CheckpointImportError(f"{path}: file not found") from None
     except Exception as e:  # noqa: BLE001
-        raise ImportError_(f"{path}: not a loadable rosinality checkpoint ({type(e).__name__}: "
+        raise CheckpointImportError(f"{path}: not a loadable rosinality checkpoint ({type(e).__name__}: "
                            f"{str(e).splitlines()[0]})") from None
     src = checkpoint.get("g_ema", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(src, dict) or "input.input" not in src:
-        raise ImportError_(f"{path}: no rosinality generator ('g_ema' with 'input.input') found")
+        raise CheckpointImportError(f"{path}: no rosinality generator ('g_ema' with 'input.input') found")
 
     args = checkpoint.get("args")
     if mapping_lr_mul is None:
@@ -161,13 +180,35 @@ def load_rosinality(path: str | Path, mapping_lr_mul: float | None = None,
 # NVlabs/stylegan2-ada-pytorch
 
 class _Record:
-    """An inert stand-in for any object the pickle rebuilds: it only keeps the object's state."""
+    """An inert stand-in for any object the pickle rebuilds: it only keeps the object's state.
+
+    Dict and list subclasses (e.g. ``dnnlib.util.EasyDict``) are rebuilt by pickle with item
+    assignment or appends after creation; those land in ``entries``. Pickle may create instances
+    with ``__new__`` alone, hence the class-level defaults.
+    """
+
+    name: str = ""
+    state: Any = None
 
     def __init__(self, name: str = "", state: Any = None):
         self.name, self.state = name, state
 
+    @property
+    def entries(self) -> dict:
+        return self.__dict__.setdefault("_entries", {})
+
     def __setstate__(self, state: Any) -> None:
         self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.entries[key] = value
+
+    def append(self, value: Any) -> None:
+        self.entries[len(self.entries)] = value
+
+    def extend(self, values: Any) -> None:
+        for value in values:
+            self.append(value)
 
 
 def _record_class(name: str):
@@ -185,36 +226,58 @@ def _storage_from_bytes(data: bytes):
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
+def _numpy_dtype(*args):
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise UnsafePickleError(f"refusing to load: object dtype {dtype} in the pickle")
+    return dtype
+
+
+def _numpy_scalar(dtype, data=None):
+    # numpy's own scalar reconstructor, for non-object dtypes only (e.g. float32 gains).
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise UnsafePickleError("refusing to load: a numpy scalar of an unsupported dtype")
+    return np.frombuffer(data, dtype=dtype, count=1)[0].item()
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Rebuilds tensors, plain containers and inert records; refuses every other global."""
 
+    # Each call returns a fresh wrapper, never the library object itself: pickle's BUILD opcode
+    # sets attributes on whatever object it is given, and must not reach torch's own functions.
     SAFE = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-        ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_object,
-        ("builtins", "set"): set,
-        ("builtins", "frozenset"): frozenset,
-        ("torch", "Size"): torch.Size,
-        ("torch", "device"): torch.device,
+        ("collections", "OrderedDict"): lambda: collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"):
+            lambda: lambda *a: torch._utils._rebuild_tensor_v2(*a),
+        ("torch._utils", "_rebuild_parameter"):
+            lambda: lambda *a: torch._utils._rebuild_parameter(*a),
+        ("torch.storage", "_load_from_bytes"): lambda: lambda data: _storage_from_bytes(data),
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"):
+            lambda: lambda meta: _persistent_object(meta),
+        ("builtins", "set"): lambda: lambda *a: set(*a),
+        ("builtins", "frozenset"): lambda: lambda *a: frozenset(*a),
+        ("torch", "Size"): lambda: lambda *a: torch.Size(*a),
+        ("torch", "device"): lambda: lambda *a: torch.device(*a),
+        ("numpy", "dtype"): lambda: _numpy_dtype,
+        ("numpy.core.multiarray", "scalar"): lambda: _numpy_scalar,
+        ("numpy._core.multiarray", "scalar"): lambda: _numpy_scalar,
     }
     # Classes that may be instantiated, as inert records only (their code never runs).
     RECORD_MODULES = ("torch.nn.modules.", "dnnlib.util", "torch_utils.")
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.SAFE:
-            return self.SAFE[(module, name)]
-        if module == "torch" and name.endswith("Storage"):
-            return getattr(torch, name)
+            return self.SAFE[(module, name)]()
         if module.startswith(self.RECORD_MODULES) and name[:1].isupper():
             return _record_class(f"{module}.{name}")
         raise UnsafePickleError(f"refusing to load: the pickle asks for {module}.{name}, which "
                                 "could run code (only tensors and network state are read)")
 
 
-def _flatten_module(record: Any, prefix: str = "") -> dict[str, Any]:
+def _flatten_module(record: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
     """Parameters, buffers and plain attributes of a recorded nn.Module tree, by dotted name."""
+    if depth > 64:
+        raise CheckpointImportError("module tree nested deeper than 64 levels")
     state = record.state if isinstance(record, _Record) else None
     if not isinstance(state, dict):
         return {}
@@ -227,7 +290,7 @@ def _flatten_module(record: Any, prefix: str = "") -> dict[str, Any]:
         if not name.startswith("_") and isinstance(value, (int, float)):
             out[prefix + name] = value
     for name, child in (state.get("_modules") or {}).items():
-        out.update(_flatten_module(child, f"{prefix}{name}."))
+        out.update(_flatten_module(child, f"{prefix}{name}.", depth + 1))
     return out
 
 
@@ -241,33 +304,37 @@ def read_nvlabs_pickle(path: str | Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = _RestrictedUnpickler(f).load()
+        if not isinstance(data, dict):
+            raise CheckpointImportError(f"expected a dict of networks, got {type(data).__name__}")
+        return {key: _flatten_module(value) if isinstance(value, _Record) else value
+                for key, value in data.items()}
     except FileNotFoundError:
-        raise ImportError_(f"{path}: file not found") from None
+        raise CheckpointImportError(f"{path}: file not found") from None
     except UnsafePickleError as e:
         raise UnsafePickleError(f"{path}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - truncated or not a pickle
-        raise ImportError_(f"{path}: not a readable network pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise ImportError_(f"{path}: expected a dict of networks, got {type(data).__name__}")
-    return {key: _flatten_module(value) if isinstance(value, _Record) else value
-            for key, value in data.items()}
+    except CheckpointImportError as e:
+        raise CheckpointImportError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - truncated, not a pickle, or a malformed one
+        raise CheckpointImportError(f"{path}: not a readable network pickle "
+                                    f"({type(e).__name__}: {e})") from None
 
 
+@_guarded
 def load_nvlabs(path: str | Path, network: str = "G_ema") -> Generator:
     """Convert the generator ``network`` of an NVlabs stylegan2-ada-pytorch pickle."""
     path = Path(path)
     nets = read_nvlabs_pickle(path)
     src = nets.get(network)
     if not isinstance(src, dict) or "synthesis.b4.const" not in src:
-        raise ImportError_(f"{path}: no StyleGAN2 generator '{network}' in the pickle")
+        raise CheckpointImportError(f"{path}: no StyleGAN2 generator '{network}' in the pickle")
     if any(k.startswith("mapping.embed.") for k in src):
-        raise ImportError_(f"{path}: conditional generators (c_dim > 0) are not supported")
+        raise CheckpointImportError(f"{path}: conditional generators (c_dim > 0) are not supported")
     fc_layers = sorted(int(m.group(1)) for k in src if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
     block_res = sorted(int(m.group(1)) for k in src if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))
     if any(k.startswith("synthesis.b4.conv0") for k in src) or block_res[0] != 4:
-        raise ImportError_(f"{path}: not a StyleGAN2 synthesis network (unexpected block layout)")
+        raise CheckpointImportError(f"{path}: not a StyleGAN2 synthesis network (unexpected block layout)")
     if any(re.fullmatch(r"synthesis\.b\d+\.skip\.weight", k) for k in src):
-        raise ImportError_(f"{path}: only the 'skip' generator architecture is supported")
+        raise CheckpointImportError(f"{path}: only the 'skip' generator architecture is supported")
     channels = {r: src[f"synthesis.b{r}.conv1.weight"].shape[0] for r in block_res}
     channel_base, channel_max = _infer_channels(channels, path)
     conv_clamp = src.get("synthesis.b4.conv1.conv_clamp")

@@ -94,10 +94,10 @@ class MappingNetwork(nn.Module):
         x = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)  # pixel norm
         for layer in self.layers:
             x = layer(x)
-        if update_w_avg:
-            self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+        if update_w_avg:  # in float32 whatever autocast made of x
+            self.w_avg.copy_(x.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
         if psi != 1.0:
-            x = self.w_avg.lerp(x, psi)
+            x = self.w_avg.to(x.dtype).lerp(x, psi)
         return x
 
 
