@@ -9,6 +9,7 @@ why the temporary always lives in the destination's own directory.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -29,6 +30,14 @@ def _tmp_sibling(path: Path, directory: bool) -> Path:
     return Path(name)
 
 
+def _sweep_stale(path: Path) -> None:
+    """Delete temporaries left next to ``path`` by a writer that was killed (SIGKILL, power loss)."""
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+            if ".tmp-" in stale.name or ".old-" in stale.name:
+                _remove(stale)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -45,18 +54,26 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
     is left exactly as it was.
     """
     path = Path(path)
+    _sweep_stale(path)
     tmp = _tmp_sibling(path, directory)
     try:
         yield tmp
         if directory:
-            # A directory cannot be renamed over a non-empty one: move the old one aside first,
-            # so there is never a moment without a complete artifact or with a mixed one.
+            # A directory cannot be renamed over a non-empty one: move the old one aside, move the
+            # new one in, then delete the old. Readers never see a mixed artifact; for an instant
+            # between the two renames there is none, and if the second rename fails the old one
+            # is put back.
             old = None
             if path.exists() or path.is_symlink():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
                 _remove(old)
                 os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, path)
+                raise
             if old is not None:
                 _remove(old)
         else:

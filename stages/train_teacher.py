@@ -27,8 +27,8 @@ def main(
 ) -> None:
     with stage_run("train_teacher"):
         config = load_config(params, "train_teacher", TrainTeacherConfig)
-        log_config("train_teacher", config)
-        train_teacher(config, dataset, snapshot, state, live, samples, device)
+        config_json = log_config("train_teacher", config)
+        train_teacher(config, dataset, snapshot, state, live, samples, device, config_json)
 
 
 if __name__ == "__main__":

@@ -231,3 +231,18 @@ def test_stage_reports_bad_source_without_traceback(tmp_path, prepare_params):
     assert "error: prepare:" in result.stderr and "contains no files" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_corrupt_zip_member_is_skipped_not_fatal(tmp_path, prepare_params):
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as z:
+        for i in range(3):
+            z.writestr(f"face{i}.png", encode(Image.fromarray(face(seed=i))))
+    data = bytearray(archive.read_bytes())
+    offset = data.index(b"IDAT") + 20  # inside face0.png's stored bytes: its CRC no longer matches
+    data[offset:offset + 8] = bytes(8)
+    archive.write_bytes(bytes(data))
+    config = load_config(prepare_params(), "prepare", PrepareConfig)
+    report = prepare_dataset(str(archive), tmp_path / "out", config, "{}\n", workers=1)
+    assert report.images == 2 and dict(report.skipped) == {"unreadable": 1}
+    assert "BadZipFile" in report.skipped_files[0][2]

@@ -40,3 +40,13 @@ def test_json_and_hashes(tmp_path):
     data = (tmp_path / "m.json").read_bytes()
     assert data.startswith(b'{\n  "a"')  # sorted keys: stable diffs in git
     assert sha256_file(tmp_path / "m.json") == sha256_bytes(data)
+
+
+def test_temporaries_of_a_killed_writer_are_swept(tmp_path):
+    out = tmp_path / "artifact"
+    (tmp_path / ".artifact.tmp-abc123").mkdir()   # left by a writer killed mid-way
+    (tmp_path / ".artifact.old-999").mkdir()
+    (tmp_path / ".other.tmp-x").mkdir()           # someone else's: left alone
+    with atomic_path(out, directory=True) as tmp:
+        (tmp / "x").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-x", "artifact"]

@@ -149,3 +149,36 @@ def test_torchrun_two_processes_stay_in_sync(tmp_path, dataset):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas in sync" in result.stderr
     assert load_teacher(out / "teacher.pt")(torch.randn(1, 16)).shape == (1, 3, 16, 16)
+
+
+def test_fewer_steps_than_the_saved_state_is_an_error(tmp_path, dataset):
+    from pipeline.errors import ConfigError
+    out, _ = run(tmp_path, dataset, teacher_config(steps=3))
+    assert (out / "config.json").is_file()  # the resolved config, beside the training state
+    with pytest.raises(ConfigError, match="at step 3, past train_teacher.steps \\(2\\)"):
+        run(tmp_path, dataset, teacher_config(steps=2))
+
+
+def test_batch_must_fit_minibatch_stddev_groups(tmp_path, dataset):
+    from pipeline.errors import ConfigError
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        run(tmp_path, dataset, teacher_config(batch_size=6))
+
+
+def test_mapping_under_bfloat16_autocast_keeps_w_avg_in_float32():
+    from pipeline.models.stylegan2 import Generator, StyleGAN2Config
+    G = Generator(StyleGAN2Config.model_validate(TINY_TEACHER["model"]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        G.mapping(torch.randn(4, 16), update_w_avg=True)
+        w = G.mapping(torch.randn(4, 16), psi=0.7)
+    assert G.mapping.w_avg.dtype == torch.float32 and torch.isfinite(w).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_cuda_is_a_clear_error():
+    from pipeline.errors import PipelineError
+    from pipeline.training.runtime import resolve_device_type
+    with pytest.raises(PipelineError, match="sees no CUDA device"):
+        resolve_device_type("cuda")
+    with pytest.raises(PipelineError, match="auto, cpu or cuda"):
+        resolve_device_type("tpu")

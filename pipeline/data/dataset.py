@@ -24,10 +24,13 @@ class FaceDataset(torch.utils.data.Dataset):
     Args:
         root:      the directory written by ``prepare``.
         xflip:     add horizontally mirrored copies.
-        in_memory: decode every image once at construction and keep them (uint8) in memory.
+        in_memory: decode every image once at construction and keep them (uint8) in memory;
+                   ``"auto"``: only when they take at most ``AUTO_MEMORY_BYTES``.
     """
 
-    def __init__(self, root: str | Path, xflip: bool = False, in_memory: bool = False):
+    AUTO_MEMORY_BYTES = 2 * 1024 ** 3
+
+    def __init__(self, root: str | Path, xflip: bool = False, in_memory: bool | str = False):
         self.root = Path(root)
         meta_path = self.root / "dataset.json"
         if not meta_path.is_file():
@@ -51,6 +54,8 @@ class FaceDataset(torch.utils.data.Dataset):
             raise DataError(f"{self.root}: manifest lists {len(self.files)} images, "
                             f"dataset.json says {meta['count']}")
         self.xflip = xflip
+        if in_memory == "auto":
+            in_memory = len(self.files) * self.resolution ** 2 * 3 <= self.AUTO_MEMORY_BYTES
         self._cache = np.stack([self._read(i) for i in range(len(self.files))]) if in_memory else None
 
     def _read(self, index: int) -> np.ndarray:

@@ -7,6 +7,7 @@ as a whole (missing, empty, not a folder or zip, corrupt zip) raise :class:`Data
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 import zipfile
@@ -43,9 +44,15 @@ class SourceFile:
 
     def read(self) -> bytes:
         if self.in_zip:
-            with zipfile.ZipFile(self.source) as archive:
-                return archive.read(self.name)
+            return _open_zip(self.source).read(self.name)
         return (self.source / self.name).read_bytes()
+
+
+@functools.lru_cache(maxsize=4)
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    # One open archive per process: re-reading the central directory of a 70k-member zip for
+    # every member would make ingestion quadratic.
+    return zipfile.ZipFile(path)
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,11 @@ def resize_square(image: np.ndarray, resolution: int) -> np.ndarray:
 
 def load_face(file: SourceFile, resolution: int) -> LoadedImage:
     """Read, decode, crop and resize one file; never raises for a bad file."""
-    data = file.read()
+    try:
+        data = file.read()
+    except Exception as e:  # noqa: BLE001 - bad zip member (CRC, encryption, method), permissions
+        return LoadedImage(name=file.name, source_sha256="", source_bytes=0,
+                           skip_reason="unreadable", detail=f"{type(e).__name__}: {e}")
     info = dict(name=file.name, source_sha256=sha256_bytes(data), source_bytes=len(data))
     try:
         with warnings.catch_warnings():

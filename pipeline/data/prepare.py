@@ -52,7 +52,7 @@ class PrepareConfig(StageConfig):
     resolution: Annotated[int, pydantic.Field(ge=8, le=1024),
                           pydantic.AfterValidator(_power_of_two)]  # output size, pixels
     synthetic_images: Annotated[int, pydantic.Field(ge=1)]  # faces generated for 'synthetic'
-    seed: int                                               # seed of the synthetic faces
+    seed: Annotated[int, pydantic.Field(ge=0)]              # seed of the synthetic faces
     min_images: Annotated[int, pydantic.Field(ge=1)]        # fail when fewer usable remain
     preview_images: Annotated[int, pydantic.Field(ge=1)]    # faces in the preview grid
 

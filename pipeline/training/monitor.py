@@ -18,10 +18,20 @@ class TrainingDiverged(PipelineError):
     """A loss became NaN or infinite; training stopped and the last good state was kept."""
 
 
-def check_finite(step: int, losses: dict[str, torch.Tensor | float], state_hint: str) -> None:
-    """Raise :class:`TrainingDiverged` naming the first non-finite loss."""
-    for name, value in losses.items():
-        value = float(value)
+def check_finite(step: int, losses: dict[str, torch.Tensor | float], state_hint: str,
+                 dist=None) -> None:
+    """Raise :class:`TrainingDiverged` naming the first non-finite loss.
+
+    Under torchrun the check is agreed across processes (a non-finite value on any rank makes the
+    sum non-finite), so every rank stops at the same step with the same message.
+    """
+    names = list(losses)
+    values = torch.tensor([float(losses[name]) for name in names], dtype=torch.float64)
+    if dist is not None and dist.enabled:
+        import torch.distributed as torch_dist
+
+        torch_dist.all_reduce(values)
+    for name, value in zip(names, values.tolist()):
         if not math.isfinite(value):
             raise TrainingDiverged(f"step {step}: {name} is {value}; stopped without saving. "
                                    f"{state_hint}")

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from pipeline.errors import PipelineError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -46,14 +48,35 @@ def init_distributed(device_type: str) -> Distributed:
                        local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def resolve_device_type(requested: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is a user error."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise PipelineError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("--device cuda, but PyTorch sees no CUDA device")
+    return requested
+
+
 def select_device(requested: str, dist: Distributed) -> torch.device:
     """``auto`` picks CUDA when available (one GPU per local rank), else the CPU."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
+    if resolve_device_type(requested) == "cuda":
+        if dist.local_rank >= torch.cuda.device_count():
+            raise PipelineError(f"local rank {dist.local_rank} has no GPU: only "
+                                f"{torch.cuda.device_count()} visible; start fewer processes per node")
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
-    return torch.device(requested)
+    return torch.device("cpu")
+
+
+def all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
+    """The mean of ``tensor`` over all ranks (a new tensor; unchanged on a single process)."""
+    if not dist.enabled:
+        return tensor
+    tensor = tensor.clone()
+    torch_dist.all_reduce(tensor)
+    return tensor / dist.world_size
 
 
 def step_seed(seed: int, step: int, rank: int, stream: str) -> int:

@@ -23,11 +23,13 @@ from pipeline.config import StageConfig
 from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
 from pipeline.images import make_grid, save_png, to_uint8
+from pipeline.io import write_text
 from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config
 from pipeline.training import losses
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from pipeline.training.monitor import Monitor, check_finite
-from pipeline.training.runtime import (Distributed, average_buffers, average_gradients,
+from pipeline.training.runtime import (Distributed, all_reduce_mean, average_buffers,
+                                       average_gradients, resolve_device_type,
                                        broadcast_module,
                                        check_replicas_in_sync, ema_beta,
                                        init_distributed, seed_step, select_device, step_generator,
@@ -63,8 +65,8 @@ class TrainTeacherConfig(StageConfig):
     sample_grid: PositiveInt         # images in a sample grid
 
     # Keys that may change between an interrupted run and its resumption.
-    RESUMABLE_KEYS: ClassVar[frozenset[str]] = frozenset({"steps", "checkpoint_every", "log_every", "sample_every",
-                                "sample_grid", "mixed_precision"})
+    RESUMABLE_KEYS: ClassVar[frozenset[str]] = frozenset({
+        "steps", "checkpoint_every", "log_every", "sample_every", "sample_grid", "mixed_precision"})
 
     def training_identity(self) -> dict:
         """The part of the config a training state must match to be resumed."""
@@ -114,25 +116,31 @@ def _load_resumable_state(path: Path, config: TrainTeacherConfig, dataset_sha256
 
 def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_path: str | Path,
                   state_path: str | Path, live_dir: str | Path | None,
-                  samples_path: str | Path | None, device: str = "auto") -> dict:
+                  samples_path: str | Path | None, device: str = "auto",
+                  config_json: str | None = None) -> dict:
     """Train (or resume training) the StyleGAN2 teacher; write its EMA generator snapshot.
 
     Runs alone or as one process of ``torchrun --nproc-per-node N``: every rank computes its share
     of the batch and gradients are averaged; rank 0 writes every file.
 
+    ``config_json`` (the resolved config) is written as ``config.json`` beside the training state.
+
     Returns:
         The last logged metrics.
     """
     state_path = Path(state_path)
-    probe = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    dist = init_distributed(probe.type)
+    config_json = config_json or json.dumps({"train_teacher": config.to_dict()}, indent=2) + "\n"
+    dist = init_distributed(resolve_device_type(device))
     device = select_device(device, dist)
     if config.batch_size % dist.world_size:
         raise ConfigError(f"train_teacher.batch_size ({config.batch_size}) must be a multiple of "
                           f"the number of processes ({dist.world_size})")
     local_batch = config.batch_size // dist.world_size
+    if local_batch % min(4, local_batch):
+        raise ConfigError(f"train_teacher.batch_size per process ({local_batch}) must be below 4 or "
+                          "a multiple of 4 (the discriminator's minibatch-stddev groups)")
 
-    dataset = FaceDataset(dataset_dir, xflip=config.xflip, in_memory=True)
+    dataset = FaceDataset(dataset_dir, xflip=config.xflip, in_memory="auto")
     if dataset.resolution != config.model.resolution:
         raise ConfigError(f"train_teacher.model.resolution is {config.model.resolution} but the "
                           f"dataset {dataset_dir} is {dataset.resolution}x{dataset.resolution}")
@@ -160,6 +168,9 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
         opt_D.load_state_dict(state["opt_D"])
         mean_path_length = state["mean_path_length"].to(device)
         start_step = state["step"]
+        if start_step > config.steps:
+            raise ConfigError(f"{state_path} is at step {start_step}, past train_teacher.steps "
+                              f"({config.steps}); raise steps, or delete the state to start afresh")
     for module in (G, D, G_ema):
         broadcast_module(module, dist)
 
@@ -173,6 +184,7 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
     def save_state(step: int) -> None:
         check_replicas_in_sync({"G": G, "D": D, "G_ema": G_ema}, dist)
         if dist.is_main:
+            write_text(state_path.with_name("config.json"), config_json)
             save_checkpoint(state_path, {
                 "kind": "train_teacher-state", "step": step, "identity": config.training_identity(),
                 "dataset_sha256": dataset_sha256, "G": G.state_dict(), "D": D.state_dict(),
@@ -234,6 +246,7 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
             ws = sample_ws(G, pl_batch, config.style_mixing, draws, device).detach().requires_grad_(True)
             penalty, _, mean_path_length = losses.g_path_length_penalty(
                 G.synthesis(ws), ws, mean_path_length)
+            mean_path_length = all_reduce_mean(mean_path_length, dist)  # same on every rank
             opt_G.zero_grad(set_to_none=True)
             (penalty * config.pl_weight * config.pl_interval).backward()
             average_gradients(G, dist)
@@ -241,7 +254,7 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
             values["reg/path_length"] = penalty.detach()
 
         update_ema(G_ema, G, beta)
-        check_finite(step, values, last_good)
+        check_finite(step, values, last_good, dist)
         monitor.accumulate(values)
         monitor.advance()
 
