@@ -1,0 +1,166 @@
+"""Perceptual distances for distillation: VGG19 features (as in the paper) or a weight-free one.
+
+The paper's multi-scale perceptual loss compares VGG19 features of each pyramid level of the
+student with the teacher image resized to that level. VGG19 needs ImageNet weights, which are
+resolved, never silently replaced:
+
+1. an explicit local file in torchvision's format (trusted as given: it may be the user's own);
+2. torchvision's file in the torch hub cache (``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``),
+   checked against the sha256 prefix torchvision puts in the file name;
+3. a download into that cache, with the same check, only when downloads are allowed.
+
+Offline with no weights, choose the ``multiscale-l1-ssim`` backbone instead: L1 plus (1 - SSIM)
+over an image pyramid, no pretrained weights. Which one ran is recorded by the training metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+VGG19_FILE = "vgg19-dcbb9e9d.pth"
+VGG19_SHA256_PREFIX = "dcbb9e9d"   # torchvision names weight files after their sha256
+VGG19_LAYERS = (3, 8, 17, 26, 35)  # relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 in .features
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONES = ("vgg19-imagenet", "multiscale-l1-ssim")
+
+
+class WeightsUnavailable(PipelineError):
+    """Pretrained weights are not available here (and were not allowed to be downloaded)."""
+
+
+def _check_sha256_prefix(path: Path) -> None:
+    digest = sha256_file(path)
+    if not digest.startswith(VGG19_SHA256_PREFIX):
+        raise WeightsUnavailable(f"{path}: sha256 {digest[:16]}... is not torchvision's VGG19 "
+                                 f"({VGG19_SHA256_PREFIX}...); delete it or pass a local path")
+
+
+def resolve_vgg19_weights(path: str | Path | None, allow_download: bool) -> Path:
+    """The VGG19 ImageNet weights file: ``path``, else the hub cache, else a checked download."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsUnavailable(f"{path}: VGG19 weights file not found")
+        return path
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
+    if cached.is_file():
+        _check_sha256_prefix(cached)
+        return cached
+    if not allow_download:
+        raise WeightsUnavailable(
+            f"VGG19 ImageNet weights not found: pass a local file in torchvision's format, put "
+            f"{VGG19_FILE} in {cached.parent}, or allow the download; offline, use the "
+            f"'multiscale-l1-ssim' perceptual backbone instead")
+    log.info("downloading %s to %s", VGG19_URL, cached)
+    with atomic_path(cached) as tmp:  # nothing is left in the cache unless it is complete and checked
+        torch.hub.download_url_to_file(VGG19_URL, str(tmp), progress=False)
+        _check_sha256_prefix(tmp)
+    return cached
+
+
+def _to_imagenet(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return ((x + 1) / 2 - mean) / std  # [-1, 1] -> ImageNet-normalized
+
+
+class VGG19Distance(nn.Module):
+    """Mean L1 distance between VGG19 activations (relu1_2 ... relu5_4) of two image batches.
+
+    Images in [-1, 1], (N, 3, H, W); sides below 32 pixels are upsampled to 32 first (four
+    poolings precede relu5_4).
+    """
+
+    name = "vgg19-imagenet"
+
+    def __init__(self, weights: str | Path):
+        super().__init__()
+        import torchvision  # only this backbone needs it
+
+        features = torchvision.models.vgg19(weights=None).features[: max(VGG19_LAYERS) + 1]
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            own = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")
+                   and int(k.split(".")[1]) <= max(VGG19_LAYERS)}
+            features.load_state_dict(own)
+        except Exception as e:  # noqa: BLE001 - unreadable file, foreign format, wrong shapes
+            raise WeightsUnavailable(f"{weights}: not VGG19 weights in torchvision's format "
+                                     f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        self.features = features.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < 32:
+            x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+            y = F.interpolate(y, size=(32, 32), mode="bilinear", align_corners=False)
+        h = _to_imagenet(torch.cat([x, y]), self.mean, self.std)  # one pass for both batches
+        distance, n = h.new_zeros(()), x.shape[0]
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in VGG19_LAYERS:
+                distance = distance + (h[:n] - h[n:]).abs().mean()
+        return distance / len(VGG19_LAYERS)
+
+
+def gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004) of images in [-1, 1], Gaussian window, edges replicated."""
+    window = gaussian_window() if window is None else window
+    x, y = (x + 1) / 2, (y + 1) / 2
+    c = x.shape[1]
+    k = window.to(x)[None, None].expand(c, 1, -1, -1)
+    pad = window.shape[-1] // 2
+
+    def blur(t):
+        return F.conv2d(F.pad(t, [pad] * 4, mode="replicate"), k, groups=c)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    return s.mean()
+
+
+class MultiScaleL1SSIM(nn.Module):
+    """Weight-free perceptual distance: L1 + (1 - SSIM) averaged over an image pyramid (the image
+    and its 2x, 4x ... average-pooled versions down to 8 pixels)."""
+
+    name = "multiscale-l1-ssim"
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total, scales = x.new_zeros(()), 0
+        while True:
+            total = total + (x - y).abs().mean() + (1 - ssim(x, y))
+            scales += 1
+            if min(x.shape[-2:]) < 16:
+                return total / scales
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+
+
+def perceptual_distance(backbone: str, vgg19_weights: str | Path | None = None,
+                        allow_download: bool = False) -> nn.Module:
+    """The perceptual distance named ``backbone`` (one of :data:`BACKBONES`)."""
+    if backbone == "vgg19-imagenet":
+        return VGG19Distance(resolve_vgg19_weights(vgg19_weights, allow_download))
+    if backbone == "multiscale-l1-ssim":
+        return MultiScaleL1SSIM()
+    raise PipelineError(f"unknown perceptual backbone {backbone!r}; choose one of {BACKBONES}")
