@@ -7,14 +7,13 @@ NVlabs pickles are read without executing any code they contain.
 from enum import Enum
 from pathlib import Path
 
-import torch
 import typer
 
-from pipeline.images import make_grid, save_png, to_uint8
+from pipeline.images import save_png
 from pipeline.models.convert import load_nvlabs, load_rosinality
 from pipeline.stage import stage_app, stage_run
 from pipeline.training.checkpoint import save_snapshot
-from pipeline.training.teacher import SNAPSHOT_KIND
+from pipeline.training.teacher import SNAPSHOT_KIND, preview_grid
 
 app = stage_app(__doc__)
 
@@ -42,9 +41,7 @@ def main(
         save_snapshot(snapshot, SNAPSHOT_KIND, G, G.config.to_dict(),
                       meta={"imported_from": str(source), "format": format.value})
         if samples is not None:
-            z = torch.randn(16, G.config.z_dim, generator=torch.Generator().manual_seed(0))
-            with torch.no_grad():
-                save_png(samples, make_grid(to_uint8(G(z, psi=0.7, noise_mode="const"))))
+            save_png(samples, preview_grid(G))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import time
 import pytest
 import torch
 
-from pipeline.config import load_config
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.training import losses
 from pipeline.training.checkpoint import load_checkpoint

@@ -53,15 +53,12 @@ class InferenceGenerator(nn.Module):
 def strip_aux_heads(student: BlazeStyleGAN, input: InputKind, layout: Layout) -> InferenceGenerator:
     """The inference generator of ``student``, with its weights (auxiliary heads dropped)."""
     model = InferenceGenerator(student.config, input, layout)
-    state = {k: v for k, v in student.state_dict().items()
-             if not k.startswith("synthesis.heads.") or
-             k.startswith(f"synthesis.heads.{len(student.synthesis.heads) - 1}.")}
-    renamed = {}
     last = f"synthesis.heads.{len(student.synthesis.heads) - 1}."
-    for key, value in state.items():
+    renamed = {}
+    for key, value in student.state_dict().items():
         if key.startswith(last):
             renamed["head." + key[len(last):]] = value
-        elif key.startswith("synthesis."):
+        elif key.startswith("synthesis.") and not key.startswith("synthesis.heads."):
             renamed[key[len("synthesis."):]] = value
         elif key.startswith("mapping.") and input == "z":
             renamed[key] = value

@@ -28,7 +28,7 @@ from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config
 from pipeline.training import losses
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from pipeline.training.monitor import Monitor, check_finite
-from pipeline.training.runtime import (Distributed, all_reduce_mean, average_buffers,
+from pipeline.training.runtime import (all_reduce_mean, average_buffers,
                                        average_gradients, resolve_device_type,
                                        broadcast_module,
                                        check_replicas_in_sync, ema_beta,
@@ -96,9 +96,17 @@ def fixed_latents(config: TrainTeacherConfig) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_grid(G: Generator, z: torch.Tensor, device: torch.device) -> np.ndarray:
-    images = torch.cat([G(chunk.to(device), noise_mode="const") for chunk in z.split(16)])
+def sample_grid(G: Generator, z: torch.Tensor, device: torch.device | str,
+                psi: float = 1.0) -> np.ndarray:
+    """uint8 grid of G's images for latents ``z`` (constant noise), computed 16 at a time."""
+    images = torch.cat([G(chunk.to(device), psi=psi, noise_mode="const") for chunk in z.split(16)])
     return make_grid(to_uint8(images))
+
+
+def preview_grid(G: Generator, count: int = 16, psi: float = 0.7, seed: int = 0) -> np.ndarray:
+    """A grid of ``count`` truncated samples from seeded latents, on the CPU (e.g. after import)."""
+    z = torch.randn(count, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    return sample_grid(G, z, "cpu", psi=psi)
 
 
 def _load_resumable_state(path: Path, config: TrainTeacherConfig, dataset_sha256: str) -> dict | None:
