@@ -8,7 +8,7 @@ import typer
 
 from pipeline.models.complexity_table import format_table, preset_rows, stylegan2_row
 from pipeline.stage import stage_app, stage_run
-from pipeline.training.teacher import load_teacher
+from pipeline.models.snapshots import load_teacher
 
 app = stage_app(__doc__)
 

@@ -13,7 +13,8 @@ from pipeline.images import save_png
 from pipeline.models.convert import load_nvlabs, load_rosinality
 from pipeline.stage import stage_app, stage_run
 from pipeline.training.checkpoint import save_snapshot
-from pipeline.training.teacher import SNAPSHOT_KIND, preview_grid
+from pipeline.models.snapshots import TEACHER_KIND
+from pipeline.training.teacher import preview_grid
 
 app = stage_app(__doc__)
 
@@ -38,7 +39,7 @@ def main(
         else:
             G = load_nvlabs(source)
         log.info("imported %s: %s", source, G.config.to_dict())
-        save_snapshot(snapshot, SNAPSHOT_KIND, G, G.config.to_dict(),
+        save_snapshot(snapshot, TEACHER_KIND, G, G.config.to_dict(),
                       meta={"imported_from": str(source), "format": format.value})
         if samples is not None:
             save_png(samples, preview_grid(G))

@@ -4,9 +4,15 @@ import pytest
 import torch
 import torchvision
 
+from pipeline.metrics.similarity import psnr, ssim
 from pipeline.training import perceptual
-from pipeline.training.perceptual import (MultiScaleL1SSIM, VGG19Distance, WeightsUnavailable,
-                                          perceptual_distance, resolve_vgg19_weights, ssim)
+from pipeline.training.perceptual import (
+    MultiScaleL1SSIM,
+    VGG19Distance,
+    WeightsUnavailable,
+    perceptual_distance,
+    resolve_vgg19_weights,
+)
 
 
 def test_ssim_of_constant_images_has_a_closed_form():
@@ -83,3 +89,12 @@ def test_unknown_backbone():
     from pipeline.errors import PipelineError
     with pytest.raises(PipelineError, match="unknown perceptual backbone"):
         perceptual_distance("lpips")
+
+
+def test_psnr_matches_its_definition():
+    x = torch.zeros(2, 3, 8, 8)
+    y = x.clone()
+    y[0] += 0.2  # mse 0.04 on a peak of 2: 10 log10(4 / 0.04) = 20 dB
+    y[1] += 0.02  # 40 dB
+    assert psnr(x, y).tolist() == pytest.approx([20.0, 40.0], abs=1e-4)
+    assert psnr(x, x).isinf().all()

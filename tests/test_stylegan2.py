@@ -105,11 +105,11 @@ def test_complexity_row_counts_params_and_flops():
 
 def test_snapshot_of_another_version_is_a_clear_error(tmp_path):
     from pipeline.training.checkpoint import CheckpointError, save_snapshot
-    from pipeline.training.teacher import SNAPSHOT_KIND, load_teacher
+    from pipeline.models.snapshots import TEACHER_KIND, load_teacher
 
     G = Generator(TINY)
     config = {k: v for k, v in TINY.to_dict().items() if k != "conv_clamp"}
-    save_snapshot(tmp_path / "old.pt", SNAPSHOT_KIND, G, config)
+    save_snapshot(tmp_path / "old.pt", TEACHER_KIND, G, config)
     with pytest.raises(CheckpointError, match="does not match this version"):
         load_teacher(tmp_path / "old.pt")
     save_snapshot(tmp_path / "other.pt", "something-else", G, TINY.to_dict())

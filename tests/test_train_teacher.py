@@ -15,7 +15,8 @@ from pipeline.training import losses
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.monitor import TrainingDiverged
 from pipeline.training.runtime import module_digest
-from pipeline.training.teacher import TrainTeacherConfig, load_teacher, train_teacher
+from pipeline.models.snapshots import load_teacher
+from pipeline.training.teacher import TrainTeacherConfig, train_teacher
 
 from conftest import ROOT, TINY_PREPARE, write_params
 
@@ -80,7 +81,7 @@ def test_state_from_other_params_is_not_resumed(tmp_path, dataset, caplog):
     out, _ = run(tmp_path, dataset, teacher_config(steps=3))
     run(tmp_path, dataset, teacher_config(steps=3, g_lr=0.001))
     assert "made with other params" in caplog.text
-    assert load_checkpoint(out / "state.pt")["identity"]["g_lr"] == 0.001
+    assert load_checkpoint(out / "state.pt")["identity"]["config"]["g_lr"] == 0.001
 
 
 def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, dataset, monkeypatch):

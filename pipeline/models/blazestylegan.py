@@ -74,6 +74,10 @@ class BlazeStyleGANConfig(StageConfig):
         """Style inputs: two per block plus one for the last head (heads share with the next block)."""
         return 2 * len(self.levels) + 1
 
+    def ws_index(self, resolution: int) -> int:
+        """Index of the first w of the level at ``resolution`` (8..R) in ws (see StyleGAN2Config)."""
+        return 2 * (int(math.log2(resolution)) - 3)
+
     def mapping_config(self) -> StyleGAN2Config:
         return StyleGAN2Config(resolution=self.resolution, z_dim=self.z_dim, w_dim=self.w_dim,
                                mapping_layers=self.mapping_layers,

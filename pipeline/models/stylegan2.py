@@ -63,6 +63,11 @@ class StyleGAN2Config(StageConfig):
         """How many w vectors synthesis consumes: one per modulated conv and ToRGB, shared."""
         return 2 * self.log2_resolution - 2
 
+    def ws_index(self, resolution: int) -> int:
+        """Index of the first w of the block at ``resolution`` (8..R) in ws: the style-mixing
+        cutoff that hands that block and every finer one to a second latent."""
+        return 2 * int(math.log2(resolution)) - 5
+
 
 # Config F of the paper: 512 channels up to 64x64, then halving (channel_base 32768 is rosinality's
 # channel_multiplier=2). The tiny preset is the embedded default, sized for a 2-core CPU.

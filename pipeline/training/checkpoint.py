@@ -13,15 +13,17 @@ from unwrapped modules (no ``module.`` or ``_orig_mod.`` prefixes).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.io import atomic_path
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(PipelineError):
@@ -61,3 +63,27 @@ def load_snapshot(path: str | Path, kind: str) -> dict[str, Any]:
     if payload.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {payload.get('kind')!r}, expected a {kind!r}")
     return payload
+
+
+def load_training_state(path: str | Path, kind: str, identity: dict[str, Any], steps: int,
+                        steps_key: str) -> dict[str, Any] | None:
+    """The training state at ``path`` to resume from, or None to start afresh.
+
+    A state made with another ``identity`` (training config, data, teacher...) is not resumed: a
+    warning says so and training starts from scratch. A state already past ``steps`` (the params
+    key ``steps_key``) is an error, since training cannot go backwards.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path)
+    if state.get("kind") != kind:
+        raise CheckpointError(f"{path}: not a {kind}")
+    if state.get("identity") != identity:
+        log.warning("%s was made with other params, data or inputs; starting from scratch", path)
+        return None
+    if state["step"] > steps:
+        raise ConfigError(f"{path} is at step {state['step']}, past {steps_key} ({steps}); "
+                              "raise it, or delete the state to start afresh")
+    log.info("resuming from %s at step %d", path, state["step"])
+    return state

@@ -48,3 +48,36 @@ def g_path_length_penalty(images: torch.Tensor, ws: torch.Tensor, mean_path_leng
     new_mean = mean_path_length + decay * (lengths.mean().detach() - mean_path_length)
     penalty = (lengths - new_mean).pow(2).mean()
     return penalty, lengths.detach(), new_mean.detach()
+
+
+def resize_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (N, C, H, W) resized to (N, C, size, size): box-filter (area) averaging when
+    shrinking, the anti-aliased match of a power-of-two pyramid; unchanged at the same size."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="area")
+
+
+def pyramid_losses(pyramid: list[torch.Tensor], target: torch.Tensor,
+                   distance) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The multi-scale distillation terms (BlazeStyleGAN, Eq. 1), one pair per pyramid level.
+
+    Args:
+        pyramid:  the student's images [(N, 3, 8, 8), ..., (N, 3, R, R)].
+        target:   the teacher's image (N, 3, R, R), resized to each level.
+        distance: perceptual distance, ``distance(x, y)`` -> scalar.
+
+    Returns:
+        (perceptual distance per level, pixel L1 per level).
+    """
+    perceptual, l1 = [], []
+    for image in pyramid:
+        resized = resize_to(target, image.shape[-1])
+        perceptual.append(distance(image, resized))
+        l1.append((image - resized).abs().mean())
+    return perceptual, l1
+
+
+def mapping_regression_loss(w_student: torch.Tensor, w_teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between a distilled mapping network's w and the teacher's, (N, w_dim)."""
+    return (w_student - w_teacher).pow(2).mean()

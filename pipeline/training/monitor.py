@@ -45,8 +45,9 @@ class Monitor:
     """
 
     def __init__(self, live_dir: str | Path | None, total_steps: int, start_step: int,
-                 images_per_step: int, enabled: bool):
+                 images_per_step: int, enabled: bool, progress_keys: tuple[str, ...] | None = None):
         self.enabled = enabled
+        self.progress_keys = progress_keys  # metrics shown on the progress bar; None: all
         self.images_per_step = images_per_step
         self._sums: dict[str, float] = {}
         self._count = 0
@@ -57,7 +58,9 @@ class Monitor:
         if not enabled:
             return
         if live_dir is not None:
-            from dvclive import Live  # imported here: it is slow to import and rank 0 needs it only
+            from dvclive import (
+                Live,  # imported here: it is slow to import and rank 0 needs it only
+            )
 
             self.live = Live(str(live_dir), resume=start_step > 0, save_dvc_exp=False,
                              dvcyaml=None, report=None)
@@ -70,10 +73,12 @@ class Monitor:
             self._sums[name] = self._sums.get(name, 0.0) + float(value)
         self._count += 1
 
-    def log(self, step: int) -> dict[str, float]:
-        """Write the averaged metrics for the steps since the last call (at ``step``)."""
+    def log(self, step: int, extra: dict[str, float] | None = None) -> dict[str, float]:
+        """Write the averaged metrics for the steps since the last call (at ``step``), plus
+        ``extra`` values logged as they are (e.g. an evaluation made at this step)."""
         now = time.perf_counter()
         metrics = {name: total / max(self._count, 1) for name, total in self._sums.items()}
+        metrics.update(extra or {})
         elapsed = now - self._clock
         if step > self._clock_step and elapsed > 0:
             metrics["images_per_second"] = (step - self._clock_step) * self.images_per_step / elapsed
@@ -84,7 +89,9 @@ class Monitor:
                 self.live.log_metric(name, value)
             self.live.next_step()
         if self.bar is not None:
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()}, refresh=False)
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
+                                  if self.progress_keys is None or k in self.progress_keys},
+                                 refresh=False)
         return metrics
 
     def image(self, name: str, image: np.ndarray) -> None:

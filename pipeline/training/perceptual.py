@@ -24,6 +24,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, sha256_file
+from pipeline.metrics.similarity import ssim
 
 log = logging.getLogger(__name__)
 
@@ -111,33 +112,6 @@ class VGG19Distance(nn.Module):
             if i in VGG19_LAYERS:
                 distance = distance + (h[:n] - h[n:]).abs().mean()
         return distance / len(VGG19_LAYERS)
-
-
-def gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean SSIM (Wang et al. 2004) of images in [-1, 1], Gaussian window, edges replicated."""
-    window = gaussian_window() if window is None else window
-    x, y = (x + 1) / 2, (y + 1) / 2
-    c = x.shape[1]
-    k = window.to(x)[None, None].expand(c, 1, -1, -1)
-    pad = window.shape[-1] // 2
-
-    def blur(t):
-        return F.conv2d(F.pad(t, [pad] * 4, mode="replicate"), k, groups=c)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    return s.mean()
 
 
 class MultiScaleL1SSIM(nn.Module):

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,11 @@ class Distributed:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+
+def is_main_process() -> bool:
+    """True unless this is a torchrun process of rank > 0 (which must not write outputs)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def init_distributed(device_type: str) -> Distributed:
@@ -70,6 +75,26 @@ def select_device(requested: str, dist: Distributed) -> torch.device:
     return torch.device("cpu")
 
 
+def local_batch_size(batch_size: int, dist: Distributed, key: str) -> int:
+    """This process's share of a global batch, checked: the batch must split evenly across ranks,
+    and each share must suit the discriminator's minibatch-stddev groups (below 4, or a multiple)."""
+    if batch_size % dist.world_size:
+        raise ConfigError(f"{key} ({batch_size}) must be a multiple of the number of processes "
+                            f"({dist.world_size})")
+    local = batch_size // dist.world_size
+    if local % min(4, local):
+        raise ConfigError(f"{key} per process ({local}) must be below 4 or a multiple of 4 "
+                            "(the discriminator's minibatch-stddev groups)")
+    return local
+
+
+def lazy_adam(params, lr: float, interval: int, regularized: bool) -> torch.optim.Adam:
+    """Adam with StyleGAN2's betas (0, 0.99). A regularizer applied lazily every ``interval``
+    steps adds an optimizer step each time, so lr and betas are corrected by k / (k + 1)."""
+    ratio = interval / (interval + 1) if regularized else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+
+
 def all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
     """The mean of ``tensor`` over all ranks (a new tensor; unchanged on a single process)."""
     if not dist.enabled:
@@ -94,6 +119,25 @@ def step_generator(seed: int, step: int, rank: int, stream: str,
 def seed_step(seed: int, step: int, rank: int) -> None:
     """Seed the global generators for draws made inside models (e.g. StyleGAN noise inputs)."""
     torch.manual_seed(step_seed(seed, step, rank, "global"))
+
+
+def rank_batch_indices(seed: int, step: int, population: int, batch_size: int,
+                       dist: Distributed) -> list[int]:
+    """This rank's share of the step's batch of dataset indices (drawn with replacement).
+
+    The whole batch is drawn from one stream shared by every rank and then split, so the images a
+    step sees do not depend on the number of processes.
+    """
+    indices = torch.randint(population, (batch_size,),
+                            generator=step_generator(seed, step, 0, "data")).tolist()
+    local = batch_size // dist.world_size
+    return indices[dist.rank * local:(dist.rank + 1) * local]
+
+
+def fixed_latents(seed: int, count: int, z_dim: int, stream: str) -> torch.Tensor:
+    """``count`` latents (count, z_dim) fixed for a whole run and across resumptions, e.g. for the
+    sample grids (``stream`` names what they are for, so two uses never share latents)."""
+    return torch.randn(count, z_dim, generator=step_generator(seed, -1, 0, stream))
 
 
 def average_gradients(module: nn.Module, dist: Distributed) -> None:

@@ -24,20 +24,20 @@ from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
 from pipeline.images import make_grid, save_png, to_uint8
 from pipeline.io import write_text
+from pipeline.models.snapshots import TEACHER_KIND
 from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config
 from pipeline.training import losses
-from pipeline.training.checkpoint import load_checkpoint, save_checkpoint, save_snapshot
+from pipeline.training.checkpoint import load_training_state, save_checkpoint, save_snapshot
 from pipeline.training.monitor import Monitor, check_finite
-from pipeline.training.runtime import (all_reduce_mean, average_buffers,
-                                       average_gradients, resolve_device_type,
-                                       broadcast_module,
-                                       check_replicas_in_sync, ema_beta,
-                                       init_distributed, seed_step, select_device, step_generator,
-                                       update_ema)
+from pipeline.training.runtime import (all_reduce_mean, average_buffers, average_gradients,
+                                       broadcast_module, check_replicas_in_sync, ema_beta,
+                                       fixed_latents, init_distributed, lazy_adam,
+                                       local_batch_size, rank_batch_indices, resolve_device_type,
+                                       seed_step, select_device, step_generator, update_ema)
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_KIND = "stylegan2-generator"
+STATE_KIND = "train_teacher-state"
 PositiveInt = Annotated[int, pydantic.Field(ge=1)]
 NonNegativeFloat = Annotated[float, pydantic.Field(ge=0)]
 
@@ -89,12 +89,6 @@ def sample_ws(G: Generator, batch: int, mixing_prob: float, generator: torch.Gen
     return ws
 
 
-def fixed_latents(config: TrainTeacherConfig) -> torch.Tensor:
-    """The z of the sample grids: the same for the whole run and across resumptions."""
-    generator = step_generator(config.seed, -1, 0, "samples")
-    return torch.randn(config.sample_grid, config.model.z_dim, generator=generator)
-
-
 @torch.no_grad()
 def sample_grid(G: Generator, z: torch.Tensor, device: torch.device | str,
                 psi: float = 1.0) -> np.ndarray:
@@ -107,19 +101,6 @@ def preview_grid(G: Generator, count: int = 16, psi: float = 0.7, seed: int = 0)
     """A grid of ``count`` truncated samples from seeded latents, on the CPU (e.g. after import)."""
     z = torch.randn(count, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
     return sample_grid(G, z, "cpu", psi=psi)
-
-
-def _load_resumable_state(path: Path, config: TrainTeacherConfig, dataset_sha256: str) -> dict | None:
-    if not path.is_file():
-        return None
-    state = load_checkpoint(path)
-    if state.get("kind") != "train_teacher-state":
-        raise ConfigError(f"{path}: not a train_teacher training state")
-    if state["identity"] != config.training_identity() or state["dataset_sha256"] != dataset_sha256:
-        log.warning("%s was made with other params or data; starting from scratch", path)
-        return None
-    log.info("resuming from %s at step %d", path, state["step"])
-    return state
 
 
 def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_path: str | Path,
@@ -140,13 +121,7 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
     config_json = config_json or json.dumps({"train_teacher": config.to_dict()}, indent=2) + "\n"
     dist = init_distributed(resolve_device_type(device))
     device = select_device(device, dist)
-    if config.batch_size % dist.world_size:
-        raise ConfigError(f"train_teacher.batch_size ({config.batch_size}) must be a multiple of "
-                          f"the number of processes ({dist.world_size})")
-    local_batch = config.batch_size // dist.world_size
-    if local_batch % min(4, local_batch):
-        raise ConfigError(f"train_teacher.batch_size per process ({local_batch}) must be below 4 or "
-                          "a multiple of 4 (the discriminator's minibatch-stddev groups)")
+    local_batch = local_batch_size(config.batch_size, dist, "train_teacher.batch_size")
 
     dataset = FaceDataset(dataset_dir, xflip=config.xflip, in_memory="auto")
     if dataset.resolution != config.model.resolution:
@@ -159,15 +134,14 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
     D = Discriminator(config.model).to(device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
 
-    # Lazy regularization runs every k steps, so Adam's lr and betas are corrected by k / (k + 1).
-    g_ratio = config.pl_interval / (config.pl_interval + 1) if config.pl_weight > 0 else 1.0
-    d_ratio = config.r1_interval / (config.r1_interval + 1) if config.r1_gamma > 0 else 1.0
-    opt_G = torch.optim.Adam(G.parameters(), lr=config.g_lr * g_ratio, betas=(0.0, 0.99 ** g_ratio), eps=1e-8)
-    opt_D = torch.optim.Adam(D.parameters(), lr=config.d_lr * d_ratio, betas=(0.0, 0.99 ** d_ratio), eps=1e-8)
+    opt_G = lazy_adam(G.parameters(), config.g_lr, config.pl_interval, config.pl_weight > 0)
+    opt_D = lazy_adam(D.parameters(), config.d_lr, config.r1_interval, config.r1_gamma > 0)
 
     start_step = 0
     mean_path_length = torch.zeros((), device=device)
-    state = _load_resumable_state(state_path, config, dataset_sha256)
+    identity = {"config": config.training_identity(), "dataset_sha256": dataset_sha256}
+    state = load_training_state(state_path, STATE_KIND, identity, config.steps,
+                                "train_teacher.steps")
     if state is not None:
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
@@ -176,16 +150,13 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
         opt_D.load_state_dict(state["opt_D"])
         mean_path_length = state["mean_path_length"].to(device)
         start_step = state["step"]
-        if start_step > config.steps:
-            raise ConfigError(f"{state_path} is at step {start_step}, past train_teacher.steps "
-                              f"({config.steps}); raise steps, or delete the state to start afresh")
     for module in (G, D, G_ema):
         broadcast_module(module, dist)
 
     beta = ema_beta(config.batch_size, config.ema_kimg)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if config.mixed_precision and device.type == "cuda" else contextlib.nullcontext())
-    z_samples = fixed_latents(config)
+    z_samples = fixed_latents(config.seed, config.sample_grid, config.model.z_dim, "samples")
     monitor = Monitor(live_dir, config.steps, start_step, config.batch_size, dist.is_main)
     last_good = f"Last good training state: {state_path}" if state_path.exists() else "No training state was saved yet."
 
@@ -194,8 +165,7 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
         if dist.is_main:
             write_text(state_path.with_name("config.json"), config_json)
             save_checkpoint(state_path, {
-                "kind": "train_teacher-state", "step": step, "identity": config.training_identity(),
-                "dataset_sha256": dataset_sha256, "G": G.state_dict(), "D": D.state_dict(),
+                "kind": STATE_KIND, "step": step, "identity": identity, "G": G.state_dict(), "D": D.state_dict(),
                 "G_ema": G_ema.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
                 "mean_path_length": mean_path_length.cpu(),
             })
@@ -204,10 +174,8 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
     for step in range(start_step, config.steps):
         seed_step(config.seed, step, dist.rank)  # noise inputs inside G
         draws = step_generator(config.seed, step, dist.rank, "draws")
-        batch_index = torch.randint(len(dataset), (config.batch_size,),
-                                    generator=step_generator(config.seed, step, 0, "data"))
-        local_index = batch_index[dist.rank * local_batch:(dist.rank + 1) * local_batch]
-        real = torch.stack([dataset[int(i)] for i in local_index]).to(device)
+        local_index = rank_batch_indices(config.seed, step, len(dataset), config.batch_size, dist)
+        real = torch.stack([dataset[i] for i in local_index]).to(device)
         values = {}
 
         # Phase 1: discriminator, logistic loss on reals and fakes.
@@ -277,23 +245,9 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
 
     monitor.close()
     if dist.is_main:
-        save_snapshot(snapshot_path, SNAPSHOT_KIND, G_ema, config.model.to_dict(),
+        save_snapshot(snapshot_path, TEACHER_KIND, G_ema, config.model.to_dict(),
                       meta={"steps": config.steps, "images_seen": config.steps * config.batch_size,
                             "dataset_sha256": dataset_sha256, "train_config": config.to_dict()})
         if samples_path is not None:
             save_png(samples_path, sample_grid(G_ema, z_samples, device))
     return metrics
-
-
-def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Rebuild the teacher's EMA generator from an inference snapshot (no params.yaml needed)."""
-    from pipeline.training.checkpoint import CheckpointError, load_snapshot
-
-    payload = load_snapshot(path, SNAPSHOT_KIND)
-    try:
-        G = Generator(StyleGAN2Config.model_validate(payload["config"]))
-        G.load_state_dict(payload["state_dict"])
-    except (pydantic.ValidationError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: snapshot does not match this version's generator "
-                              f"({str(e).splitlines()[0]}...); re-create it") from None
-    return G.to(device).eval().requires_grad_(False)
