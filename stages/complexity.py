@@ -6,19 +6,23 @@ from pathlib import Path
 
 import typer
 
-from pipeline.models.complexity_table import format_table, preset_rows, stylegan2_row
+from pipeline.models.blazestylegan import load_student
+from pipeline.models.complexity_table import blaze_row, format_table, preset_rows, stylegan2_row
+from pipeline.models.stylegan2 import load_teacher
 from pipeline.stage import stage_app, stage_run
-from pipeline.models.snapshots import load_teacher
 
 app = stage_app(__doc__)
 
 
 @app.command()
-def main(teacher: Path = typer.Option(None, help="a teacher snapshot to include")) -> None:
+def main(teacher: Path = typer.Option(None, help="a teacher snapshot to include"),
+         student: Path = typer.Option(None, help="a student snapshot (distill) to include")) -> None:
     with stage_run("complexity"):
         rows = preset_rows()
         if teacher is not None:
             rows.append(stylegan2_row(f"teacher ({teacher.name})", load_teacher(teacher).config))
+        if student is not None:
+            rows.append(blaze_row(f"student ({student.name})", load_student(student).config))
         print(format_table(rows))
 
 

@@ -291,7 +291,7 @@ def test_import_teacher_stage_writes_a_loadable_snapshot(tmp_path):
     import subprocess
 
     from conftest import ROOT
-    from pipeline.models.snapshots import load_teacher
+    from pipeline.models.stylegan2 import load_teacher
 
     p = neutral_weights()
     torch.save({"g_ema": rosinality_state(p), "latent_avg": p["w_avg"]}, tmp_path / "g.pt")

@@ -9,10 +9,9 @@ import torch
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.errors import ConfigError
 from pipeline.export.strip_heads import StripHeadsConfig, StrippingMismatch, strip_heads
-from pipeline.models.blazestylegan import BlazeStyleGANConfig
-from pipeline.models.snapshots import (TEACHER_KIND, load_inference_generator, load_student,
-                                       load_teacher)
-from pipeline.models.stylegan2 import Generator, StyleGAN2Config
+from pipeline.models.blazestylegan import BlazeStyleGANConfig, load_student
+from pipeline.models.strip import load_inference_generator
+from pipeline.models.stylegan2 import TEACHER_KIND, Generator, StyleGAN2Config, load_teacher
 from pipeline.training import losses
 from pipeline.training.checkpoint import load_checkpoint, save_snapshot
 from pipeline.training.distill import DistillConfig, distill, mix_styles

@@ -9,11 +9,14 @@ import pytest
 import yaml
 
 from pipeline.data.prepare import PrepareConfig
+from pipeline.export.strip_heads import StripHeadsConfig
+from pipeline.training.distill import DistillConfig
 from pipeline.training.teacher import TrainTeacherConfig
 
 from conftest import ROOT
 
-CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig}
+CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
+           "distill": DistillConfig, "strip_heads": StripHeadsConfig}
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
@@ -57,3 +60,14 @@ def test_stage_lists_exactly_the_params_it_reads(name):
     params = STAGES[name]["params"]
     fields = set(CONFIGS[name].model_fields)
     assert params == [name] or set(params) == {f"{name}.{field}" for field in fields}
+
+
+def test_params_yaml_loads_and_its_models_are_the_documented_presets():
+    from pipeline.config import load_config
+    from pipeline.models.blazestylegan import PRESETS as BLAZE_PRESETS
+    from pipeline.models.stylegan2 import PRESETS
+
+    configs = {name: load_config(ROOT / "params.yaml", name, cls) for name, cls in CONFIGS.items()}
+    assert configs["train_teacher"].model == PRESETS["tiny-32"]
+    assert configs["distill"].student == BLAZE_PRESETS["blaze-tiny-32"]
+    assert configs["prepare"].resolution == configs["distill"].student.resolution == 32

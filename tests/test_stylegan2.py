@@ -105,7 +105,7 @@ def test_complexity_row_counts_params_and_flops():
 
 def test_snapshot_of_another_version_is_a_clear_error(tmp_path):
     from pipeline.training.checkpoint import CheckpointError, save_snapshot
-    from pipeline.models.snapshots import TEACHER_KIND, load_teacher
+    from pipeline.models.stylegan2 import TEACHER_KIND, load_teacher
 
     G = Generator(TINY)
     config = {k: v for k, v in TINY.to_dict().items() if k != "conv_clamp"}

@@ -15,7 +15,7 @@ from pipeline.training import losses
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.training.monitor import TrainingDiverged
 from pipeline.training.runtime import module_digest
-from pipeline.models.snapshots import load_teacher
+from pipeline.models.stylegan2 import load_teacher
 from pipeline.training.teacher import TrainTeacherConfig, train_teacher
 
 from conftest import ROOT, TINY_PREPARE, write_params

@@ -17,8 +17,8 @@ import torch
 from pipeline.config import StageConfig
 from pipeline.errors import PipelineError
 from pipeline.metrics.complexity import count_flops, count_parameters
-from pipeline.models.snapshots import INFERENCE_KIND, load_student
-from pipeline.models.strip import InputKind, Layout, strip_aux_heads, ws_of
+from pipeline.models.blazestylegan import load_student
+from pipeline.models.strip import INFERENCE_KIND, InputKind, Layout, strip_aux_heads, ws_of
 from pipeline.training.checkpoint import save_snapshot
 from pipeline.training.runtime import fixed_latents
 

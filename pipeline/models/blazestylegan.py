@@ -29,6 +29,7 @@ larger on its own than the paper's totals, so the paper's counts cannot include 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated
 
 import pydantic
@@ -39,6 +40,7 @@ from torch import nn
 from pipeline.config import StageConfig
 from pipeline.models.layers import lrelu_gain
 from pipeline.models.stylegan2 import MappingNetwork, StyleGAN2Config
+from pipeline.training.checkpoint import rebuild_from_snapshot
 
 
 class BlazeStyleGANConfig(StageConfig):
@@ -95,7 +97,14 @@ def _preset(resolution, channels, heads):
 # 1.28 GFLOPs at 256, 2.05 M / 1.57 at 512, 2.07 M / 4.70 at 1024) within 4%: measured -1.0% /
 # +3.2%, -0.5% / +0.3%, -1.5% / +3.9% (`python -m stages.complexity`; checked by the tests).
 # Only the last head counts at inference; the auxiliary heads are sized for training alone.
+# The tiny presets are students of the tiny StyleGAN2 teachers (same z, w and mapping network).
 PRESETS: dict[str, BlazeStyleGANConfig] = {
+    "blaze-tiny-32": BlazeStyleGANConfig(resolution=32, z_dim=64, w_dim=64, mapping_layers=2,
+                                         mapping_lr_mul=0.01, channels=[64, 64, 32],
+                                         head_channels=[16, 16, 16], noise=True),
+    "blaze-tiny-64": BlazeStyleGANConfig(resolution=64, z_dim=64, w_dim=64, mapping_layers=2,
+                                         mapping_lr_mul=0.01, channels=[64, 64, 32, 16],
+                                         head_channels=[16, 16, 16, 16], noise=True),
     "blaze-256": _preset(256, [128, 256, 256, 256, 256, 128], [32, 32, 32, 32, 32, 48]),
     "blaze-512": _preset(512, [128, 256, 256, 256, 256, 128, 48], [32, 32, 32, 32, 32, 32, 20]),
     "blaze-1024": _preset(1024, [128, 256, 256, 256, 256, 128, 32, 16],
@@ -230,3 +239,13 @@ class BlazeStyleGAN(nn.Module):
     def forward(self, z: torch.Tensor, psi: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
         w = self.mapping(z, psi=psi)
         return self.synthesis(w[:, None].expand(-1, self.num_ws, -1))
+
+
+STUDENT_KIND = "blazestylegan-student"  # snapshot kind of a distilled student (every head)
+
+
+def load_student(path: str | Path, device: str | torch.device = "cpu") -> BlazeStyleGAN:
+    """The distilled student's EMA generator with every head, rebuilt from its snapshot alone."""
+    return rebuild_from_snapshot(path, STUDENT_KIND,
+                                 lambda c: BlazeStyleGAN(BlazeStyleGANConfig.model_validate(c)),
+                                 device)

@@ -8,12 +8,14 @@ z or w as input, and returns NCHW or NHWC images (NHWC spares mobile runtimes a 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
 from pipeline.models.blazestylegan import BlazeStyleGAN, BlazeStyleGANConfig
+from pipeline.training.checkpoint import rebuild_from_snapshot
 
 InputKind = Literal["z", "w"]
 Layout = Literal["nchw", "nhwc"]
@@ -69,3 +71,16 @@ def strip_aux_heads(student: BlazeStyleGAN, input: InputKind, layout: Layout) ->
 def ws_of(w: torch.Tensor, num_ws: int) -> torch.Tensor:
     """One w per sample, broadcast to every layer: (N, w_dim) -> (N, num_ws, w_dim)."""
     return w[:, None].expand(-1, num_ws, -1)
+
+
+INFERENCE_KIND = "blazestylegan-inference"  # snapshot kind of a stripped inference generator
+
+
+def load_inference_generator(path: str | Path,
+                             device: str | torch.device = "cpu") -> InferenceGenerator:
+    """The stripped generator; its snapshot config holds the student's plus input and layout."""
+    def build(c: dict) -> InferenceGenerator:
+        return InferenceGenerator(BlazeStyleGANConfig.model_validate(c["student"]), c["input"],
+                                  c["layout"])
+
+    return rebuild_from_snapshot(path, INFERENCE_KIND, build, device)

@@ -17,6 +17,7 @@ flag (see :meth:`Generator.set_fused`):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
 import pydantic
@@ -27,6 +28,7 @@ from torch import nn
 from pipeline.config import StageConfig
 from pipeline.models.layers import (BLUR_KERNEL, Blur, EqualConv2d, EqualLinear, NoiseInjection,
                                     Upsample, lrelu_gain)
+from pipeline.training.checkpoint import rebuild_from_snapshot
 
 NoiseMode = Literal["random", "const", "none"]
 
@@ -72,9 +74,10 @@ class StyleGAN2Config(StageConfig):
 # Config F of the paper: 512 channels up to 64x64, then halving (channel_base 32768 is rosinality's
 # channel_multiplier=2). The tiny preset is the embedded default, sized for a 2-core CPU.
 PRESETS: dict[str, StyleGAN2Config] = {
-    "tiny-64": StyleGAN2Config(resolution=64, z_dim=64, w_dim=64, mapping_layers=2,
-                               mapping_lr_mul=0.01, channel_base=1024, channel_max=64,
-                               conv_clamp=None),
+    **{f"tiny-{r}": StyleGAN2Config(resolution=r, z_dim=64, w_dim=64, mapping_layers=2,
+                                    mapping_lr_mul=0.01, channel_base=1024, channel_max=64,
+                                    conv_clamp=None)
+       for r in (32, 64)},
     **{f"ffhq-{r}": StyleGAN2Config(resolution=r, z_dim=512, w_dim=512, mapping_layers=8,
                                     mapping_lr_mul=0.01, channel_base=32768, channel_max=512,
                                     conv_clamp=None)
@@ -341,3 +344,12 @@ class Discriminator(nn.Module):
         x = self.blocks(self.from_rgb(image))
         x = self.final_conv(minibatch_stddev(x))
         return self.final_linear(x.flatten(1))
+
+
+TEACHER_KIND = "stylegan2-generator"  # snapshot kind of a teacher (trained or imported)
+
+
+def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """The teacher's EMA generator, rebuilt from its snapshot alone (no params.yaml)."""
+    return rebuild_from_snapshot(path, TEACHER_KIND,
+                                 lambda c: Generator(StyleGAN2Config.model_validate(c)), device)

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+import pydantic
 
 import torch
+from torch import nn
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.io import atomic_path
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
 class CheckpointError(PipelineError):
@@ -63,6 +67,21 @@ def load_snapshot(path: str | Path, kind: str) -> dict[str, Any]:
     if payload.get("kind") != kind:
         raise CheckpointError(f"{path}: holds a {payload.get('kind')!r}, expected a {kind!r}")
     return payload
+
+
+def rebuild_from_snapshot(path: str | Path, kind: str, build: Callable[[dict], ModelT],
+                          device: str | torch.device = "cpu") -> ModelT:
+    """Load an inference snapshot of ``kind`` and return ``build(config)`` with its weights, in
+    eval mode without gradients. A snapshot made by another version of the model is a clear
+    :class:`CheckpointError`, not a traceback."""
+    payload = load_snapshot(path, kind)
+    try:
+        model = build(payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except (pydantic.ValidationError, RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: snapshot does not match this version's {kind} "
+                              f"({str(e).splitlines()[0]}...); re-create it") from None
+    return model.to(device).eval().requires_grad_(False)
 
 
 def load_training_state(path: str | Path, kind: str, identity: dict[str, Any], steps: int,

@@ -39,9 +39,8 @@ from pipeline.errors import ConfigError
 from pipeline.images import make_grid, save_png, to_uint8
 from pipeline.io import sha256_file, write_text
 from pipeline.metrics.similarity import psnr, ssim_per_image
-from pipeline.models.blazestylegan import BlazeStyleGAN, BlazeStyleGANConfig
-from pipeline.models.snapshots import STUDENT_KIND, load_teacher
-from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config
+from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGAN, BlazeStyleGANConfig
+from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config, load_teacher
 from pipeline.training import losses
 from pipeline.training.checkpoint import load_training_state, save_checkpoint, save_snapshot
 from pipeline.training.monitor import Monitor, check_finite

@@ -24,8 +24,7 @@ from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
 from pipeline.images import make_grid, save_png, to_uint8
 from pipeline.io import write_text
-from pipeline.models.snapshots import TEACHER_KIND
-from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config
+from pipeline.models.stylegan2 import TEACHER_KIND, Discriminator, Generator, StyleGAN2Config
 from pipeline.training import losses
 from pipeline.training.checkpoint import load_training_state, save_checkpoint, save_snapshot
 from pipeline.training.monitor import Monitor, check_finite
