@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, TINY_PREPARE
+from test_distill import TINY_DISTILL
 from test_train_teacher import TINY_TEACHER
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,9 @@ def make_project(dest: Path, **sections: dict) -> Path:
         shutil.copy2(ROOT / name, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     tiny = {"prepare": {**TINY_PREPARE, "resolution": 16},
-            "train_teacher": {**TINY_TEACHER, "steps": 2, "checkpoint_every": 1}}
+            "train_teacher": {**TINY_TEACHER, "steps": 2, "checkpoint_every": 1},
+            "distill": {**TINY_DISTILL, "steps": 2, "checkpoint_every": 1, "eval_every": 1},
+            "strip_heads": {"input": "z", "layout": "nhwc", "check_latents": 2, "seed": 0}}
     for section, values in tiny.items():
         params[section] = {**values, **sections.get(section, {})}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -75,6 +78,12 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     assert (origin / "plots/prepare/samples.png").is_file()
     assert (origin / "models/teacher.pt").is_file()
     assert json.loads((origin / "dvclive/train_teacher/metrics.json").read_text())["step"] == 2
+    distilled = json.loads((origin / "metrics/distill.json").read_text())
+    assert distilled["perceptual_backbone"] == "multiscale-l1-ssim" and "psnr_16" in distilled["final"]
+    assert json.loads((origin / "metrics/strip_heads.json").read_text())["max_abs_diff"] == 0.0
+    assert (origin / "models/student_inference.pt").is_file()
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=origin))
+    assert "metrics/strip_heads.json" in json.dumps(shown)
     assert "didn't change" in dvc("repro", cwd=origin)
     # More steps: DVC re-runs train_teacher, which resumes from its persisted training state.
     params = yaml.safe_load((origin / "params.yaml").read_text())

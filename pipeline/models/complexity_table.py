@@ -48,5 +48,5 @@ def format_table(rows: list[dict]) -> str:
     lines = [f"{'model':<28} {'res':>5} {'params (M)':>11} {'mapping (M)':>12} {'GFLOPs':>9}"]
     for r in rows:
         lines.append(f"{r['model']:<28} {r['resolution']:>5} {r['params_M']:>11.2f} "
-                     f"{r['mapping_params_M']:>12.2f} {r['gflops']:>9.2f}")
+                     f"{r['mapping_params_M']:>12.2f} {r['gflops']:>9.3f}")
     return "\n".join(lines)
