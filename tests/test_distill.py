@@ -184,3 +184,28 @@ def test_strip_heads_refuses_a_mismatch_and_writes_nothing(tmp_path, student, mo
     with pytest.raises(StrippingMismatch, match="differs from the full student"):
         strip_heads(student, tmp_path / "inference.pt", config)
     assert not (tmp_path / "inference.pt").exists()
+
+
+@pytest.mark.slow
+def test_distill_stage_under_torchrun_keeps_replicas_in_sync(tmp_path, teacher, dataset):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_params
+
+    params = write_params(tmp_path / "params.yaml", distill={**TINY_DISTILL, "steps": 4})
+    out = tmp_path / "ddp"
+    command = ["-m", "stages.distill", "--params", str(params), "--teacher", str(teacher),
+               "--dataset", str(dataset), "--snapshot", str(out / "student.pt"),
+               "--state", str(out / "state.pt"), "--live", str(out / "live"),
+               "--samples", str(out / "samples.png"), "--metrics", str(out / "metrics.json"),
+               "--device", "cpu"]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", "29519", *command],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas in sync across 2 processes" in result.stderr
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+    assert load_student(out / "student.pt")(torch.randn(1, 16))[0].shape == (1, 3, 16, 16)
