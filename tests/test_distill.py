@@ -209,3 +209,17 @@ def test_distill_stage_under_torchrun_keeps_replicas_in_sync(tmp_path, teacher, 
     assert "replicas in sync across 2 processes" in result.stderr
     assert json.loads((out / "metrics.json").read_text())["steps"] == 4
     assert load_student(out / "student.pt")(torch.randn(1, 16))[0].shape == (1, 3, 16, 16)
+
+
+def test_shared_mapping_must_have_the_teachers_learning_rate_multiplier(tmp_path, teacher, dataset):
+    # Equalized-lr layers store weights divided by lr_mul: the teacher's weights in a mapping with
+    # another lr_mul would compute another w.
+    student = {**TINY_DISTILL["student"], "mapping_lr_mul": 1.0}
+    with pytest.raises(ConfigError, match="mapping_lr_mul is 1.0 but the teacher's is 0.01"):
+        run(tmp_path, teacher, dataset, distill_config(student=student))
+
+
+def test_distilled_mapping_is_also_scored_through_its_own_w(tmp_path, teacher, dataset):
+    student = {**TINY_DISTILL["student"], "mapping_layers": 1, "mapping_lr_mul": 1.0}
+    _, result = run(tmp_path, teacher, dataset, distill_config(mapping="distilled", student=student))
+    assert result["final"]["w_mse"] > 0 and "psnr_own_mapping" in result["final"]

@@ -50,3 +50,13 @@ def test_temporaries_of_a_killed_writer_are_swept(tmp_path):
     with atomic_path(out, directory=True) as tmp:
         (tmp / "x").write_text("1")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-x", "artifact"]
+
+
+def test_write_json_refuses_non_finite_numbers_and_leaves_nothing(tmp_path):
+    import pytest
+
+    from pipeline.io import write_json
+
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "m.json", {"psnr": float("inf")})
+    assert list(tmp_path.iterdir()) == []

@@ -44,6 +44,7 @@ class FaceDataset(torch.utils.data.Dataset):
             raise DataError(f"{meta_path}: dataset format {meta.get('format')!r}, this code reads "
                             f"format {FORMAT_VERSION}; re-run the prepare stage")
         self.resolution: int = meta["resolution"]
+        self.manifest_sha256: str = meta["manifest_sha256"]  # identifies the data a run saw
         with open(self.root / "manifest.csv", newline="") as f:
             reader = csv.DictReader(f)
             if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:

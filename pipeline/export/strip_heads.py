@@ -60,6 +60,9 @@ def strip_heads(student_path: str | Path, snapshot_path: str | Path,
             expected = expected.permute(0, 2, 3, 1)
         latent = z if config.input == "z" else w
         actual = model(latent)
+    if actual.shape != expected.shape:
+        raise StrippingMismatch(f"{student_path}: the stripped generator returns "
+                                f"{tuple(actual.shape)}, the full student {tuple(expected.shape)}")
     max_abs = float((actual - expected).abs().max())
     if not torch.equal(actual, expected):
         raise StrippingMismatch(f"{student_path}: the stripped generator differs from the full "

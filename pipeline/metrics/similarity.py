@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB per image, (N,), for images in [-1, 1] (peak: range 2).
+PSNR_MAX_DB = 100.0  # the value for identical images, so that metrics stay finite
 
-    Identical images give +inf.
-    """
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per image, (N,), for images in [-1, 1] (peak: range 2),
+    capped at :data:`PSNR_MAX_DB` (identical images)."""
     mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(4.0 / mse)
+    return 10 * torch.log10(4.0 / mse.clamp_min(4.0 * 10 ** (-PSNR_MAX_DB / 10)))
 
 
 def gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:

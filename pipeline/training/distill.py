@@ -48,6 +48,7 @@ from pipeline.training.perceptual import perceptual_distance
 from pipeline.training.runtime import (average_gradients, broadcast_module,
                                        check_replicas_in_sync, ema_beta, fixed_latents,
                                        init_distributed, lazy_adam, local_batch_size,
+                                       local_main_first,
                                        rank_batch_indices, resolve_device_type, select_device,
                                        step_generator, update_ema)
 
@@ -96,8 +97,9 @@ class DistillConfig(StageConfig):
     sample_grid: PositiveInt      # latents in the teacher | student grid
 
     RESUMABLE_KEYS: ClassVar[frozenset[str]] = frozenset({
-        "steps", "checkpoint_every", "log_every", "eval_every", "eval_latents", "sample_every",
+        "steps", "checkpoint_every", "log_every", "eval_every", "sample_every",
         "sample_grid", "mixed_precision", "allow_download"})
+    # Not eval_latents: the initial evaluation kept in the state was made on those latents.
 
     def training_identity(self) -> dict:
         """The part of the config a training state must match to be resumed."""
@@ -109,13 +111,14 @@ def check_compatible(config: DistillConfig, teacher: StyleGAN2Config, dataset_re
     student = config.student
     pairs = [("resolution", student.resolution, teacher.resolution),
              ("z_dim", student.z_dim, teacher.z_dim), ("w_dim", student.w_dim, teacher.w_dim)]
-    if config.mapping == "teacher":
-        pairs.append(("mapping_layers", student.mapping_layers, teacher.mapping_layers))
+    if config.mapping == "teacher":  # the same weights mean the same function only with these
+        pairs += [("mapping_layers", student.mapping_layers, teacher.mapping_layers),
+                  ("mapping_lr_mul", student.mapping_lr_mul, teacher.mapping_lr_mul)]
     for key, ours, theirs in pairs:
         if ours != theirs:
             raise ConfigError(f"distill.student.{key} is {ours} but the teacher's is {theirs}"
                               + (" (distill.mapping: teacher shares its mapping network)"
-                                 if key == "mapping_layers" else ""))
+                                 if key.startswith("mapping") else ""))
     if dataset_resolution != student.resolution:
         raise ConfigError(f"distill.student.resolution is {student.resolution} but the dataset is "
                           f"{dataset_resolution}x{dataset_resolution}")
@@ -154,19 +157,31 @@ def sample_styles(teacher: Generator, batch: int, mixing_prob: float, generator:
 
 
 @torch.no_grad()
-def student_vs_teacher(student: BlazeStyleGAN, ws: torch.Tensor,
-                       teacher_images: torch.Tensor) -> dict[str, float]:
+def student_vs_teacher(student: BlazeStyleGAN, ws: torch.Tensor, teacher_images: torch.Tensor,
+                       z: torch.Tensor | None = None) -> dict[str, float]:
     """PSNR (dB) and SSIM of every pyramid level of ``student`` against the teacher's images
-    resized to that level, on fixed latents: ``psnr_8`` ... ``psnr_R``, ``ssim_8`` ... ``ssim_R``,
-    ``psnr`` and ``ssim`` (the final image, which is level R)."""
+    resized to that level, on fixed latents, images clamped to [-1, 1] as they are displayed:
+    ``psnr_8`` ... ``psnr_R``, ``ssim_8`` ... ``ssim_R``, ``psnr`` and ``ssim`` (the final image,
+    which is level R).
+
+    With ``z`` (a distilled mapping network), also the final image made from the student's own
+    w, ``psnr_own_mapping``, and the mean squared error of that w, ``w_mse``.
+    """
     scores: dict[str, list[torch.Tensor]] = {}
     for ws_chunk, target in zip(ws.split(16), teacher_images.split(16)):
         _, pyramid = student.synthesis(ws_chunk)
         for image in pyramid:
             r = image.shape[-1]
-            reference = losses.resize_to(target, r)
+            image, reference = image.clamp(-1, 1), losses.resize_to(target.clamp(-1, 1), r)
             scores.setdefault(f"psnr_{r}", []).append(psnr(image, reference))
             scores.setdefault(f"ssim_{r}", []).append(ssim_per_image(image, reference))
+    if z is not None:
+        w = student.mapping(z.to(ws.device))
+        scores["w_mse"] = [(w - ws[:, 0]).pow(2).mean(1)]
+        own = mix_styles(w, w, student.num_ws, None)
+        scores["psnr_own_mapping"] = [
+            psnr(student.synthesis(chunk)[0].clamp(-1, 1), target.clamp(-1, 1))
+            for chunk, target in zip(own.split(16), teacher_images.split(16))]
     metrics = {name: float(torch.cat(values).mean()) for name, values in scores.items()}
     final = student.config.resolution
     metrics.update(psnr=metrics[f"psnr_{final}"], ssim=metrics[f"ssim_{final}"])
@@ -214,13 +229,20 @@ def distill(config: DistillConfig, teacher_path: str | Path, dataset_dir: str | 
     teacher = load_teacher(teacher_path, device)
     dataset = FaceDataset(dataset_dir, xflip=config.xflip, in_memory="auto")
     check_compatible(config, teacher.config, dataset.resolution)
-    distance = perceptual_distance(config.perceptual, vgg19_weights, config.allow_download).to(device)
+    with local_main_first(dist):  # one download per node, if any
+        distance = perceptual_distance(config.perceptual, vgg19_weights,
+                                       config.allow_download).to(device)
     identity = {"config": config.training_identity(), "teacher_sha256": sha256_file(teacher_path),
-                "dataset_sha256": json.loads((Path(dataset_dir) / "dataset.json").read_text())[
-                    "manifest_sha256"]}
+                "dataset_sha256": dataset.manifest_sha256}
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     student = build_student(config, teacher).to(device)
+    if config.mapping == "teacher":  # the shared mapping must be the teacher's function exactly
+        z = torch.randn(4, config.student.z_dim, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            if not torch.equal(student.mapping(z.to(device)), teacher.mapping(z.to(device))):
+                raise ConfigError("distill.student's mapping network does not reproduce the "
+                                  "teacher's w from the teacher's weights")
     D = Discriminator(teacher.config.model_copy(update=config.discriminator.to_dict())).to(device)
     student_ema = copy.deepcopy(student).eval().requires_grad_(False)
     trainable = [p for p in student.parameters() if p.requires_grad]
@@ -228,6 +250,7 @@ def distill(config: DistillConfig, teacher_path: str | Path, dataset_dir: str | 
     opt_D = lazy_adam(D.parameters(), config.d_lr, config.r1_interval, config.r1_gamma > 0)
 
     z_eval = fixed_latents(config.seed, config.eval_latents, config.student.z_dim, "eval")
+    z_own = z_eval if config.mapping == "distilled" else None  # also score the student's own w
     eval_images, eval_ws = teacher_targets(teacher, z_eval, student.num_ws, device)
     z_samples = fixed_latents(config.seed, config.sample_grid, config.student.z_dim, "samples")
     sample_images, sample_ws = teacher_targets(teacher, z_samples, student.num_ws, device)
@@ -244,7 +267,7 @@ def distill(config: DistillConfig, teacher_path: str | Path, dataset_dir: str | 
     for module in (student, student_ema, D):
         broadcast_module(module, dist)
     if initial is None:
-        initial = student_vs_teacher(student_ema, eval_ws, eval_images)
+        initial = student_vs_teacher(student_ema, eval_ws, eval_images, z_own)
 
     beta = ema_beta(config.batch_size, config.ema_kimg)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
@@ -267,12 +290,12 @@ def distill(config: DistillConfig, teacher_path: str | Path, dataset_dir: str | 
         draws = step_generator(config.seed, step, dist.rank, "draws")
         local_index = rank_batch_indices(config.seed, step, len(dataset), config.batch_size, dist)
         real = torch.stack([dataset[i] for i in local_index]).to(device)
-        with torch.no_grad(), autocast:
+        with torch.no_grad():  # in float32: targets are not rounded to bfloat16
             z, w, w2, cutoff = sample_styles(teacher, local_batch, config.style_mixing, draws, device)
             t_cut, s_cut = ((teacher.config.ws_index(cutoff), config.student.ws_index(cutoff))
                             if cutoff else (None, None))
-            target = teacher.synthesis(mix_styles(w, w2, teacher.num_ws, t_cut), "const").float()
-        ws = mix_styles(w.float(), w2.float(), student.num_ws, s_cut)
+            target = teacher.synthesis(mix_styles(w, w2, teacher.num_ws, t_cut), "const")
+        ws = mix_styles(w, w2, student.num_ws, s_cut)
 
         # Phase 1: student, Eq. 4 = perceptual + pixel L1 over the pyramid + adversarial (+ mapping).
         D.requires_grad_(False)
@@ -288,7 +311,7 @@ def distill(config: DistillConfig, teacher_path: str | Path, dataset_dir: str | 
             values[f"loss/perceptual_{level}"], values[f"loss/l1_{level}"] = p.detach(), d.detach()
         if config.mapping == "distilled":
             w_student = student.mapping(z[:local_batch])
-            mapping_loss = losses.mapping_regression_loss(w_student, w.float())
+            mapping_loss = losses.mapping_regression_loss(w_student.float(), w)
             g_loss = g_loss + config.lambda_mapping * mapping_loss
             values["loss/mapping"] = mapping_loss.detach()
         opt_G.zero_grad(set_to_none=True)
@@ -326,7 +349,7 @@ def distill(config: DistillConfig, teacher_path: str | Path, dataset_dir: str | 
         done = step + 1
         final = done == config.steps
         if done % config.eval_every == 0 or final:
-            evaluation = student_vs_teacher(student_ema, eval_ws, eval_images)
+            evaluation = student_vs_teacher(student_ema, eval_ws, eval_images, z_own)
         if done % config.log_every == 0 or done % config.eval_every == 0 or final:
             monitor.log(done, extra={f"eval/{k}": v for k, v in evaluation.items()}
                         if done % config.eval_every == 0 or final else None)
@@ -338,7 +361,7 @@ def distill(config: DistillConfig, teacher_path: str | Path, dataset_dir: str | 
 
     monitor.close()
     if start_step == config.steps:  # nothing left to train: evaluate what the state holds
-        evaluation = student_vs_teacher(student_ema, eval_ws, eval_images)
+        evaluation = student_vs_teacher(student_ema, eval_ws, eval_images, z_own)
     if dist.is_main:
         save_snapshot(snapshot_path, STUDENT_KIND, student_ema, config.student.to_dict(),
                       meta={"steps": config.steps, "mapping": config.mapping,

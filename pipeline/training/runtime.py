@@ -8,9 +8,11 @@ without restoring any generator state, and the data order does not depend on the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +50,9 @@ def init_distributed(device_type: str) -> Distributed:
     if world_size == 1:
         return Distributed()
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        # On CUDA, NCCL for tensors on the GPU and gloo for the small CPU ones (the NaN guard's
+        # values, weight digests): a NCCL-only group cannot reduce CPU tensors.
+        torch_dist.init_process_group("cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo")
     return Distributed(rank=torch_dist.get_rank(), world_size=torch_dist.get_world_size(),
                        local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -93,6 +97,17 @@ def lazy_adam(params, lr: float, interval: int, regularized: bool) -> torch.opti
     steps adds an optimizer step each time, so lr and betas are corrected by k / (k + 1)."""
     ratio = interval / (interval + 1) if regularized else 1.0
     return torch.optim.Adam(params, lr=lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+
+
+@contextlib.contextmanager
+def local_main_first(dist: Distributed) -> Iterator[None]:
+    """Run the body on local rank 0 first, then on the other ranks of the node: for work that
+    fills a shared cache (e.g. a weights download) that concurrent processes would race on."""
+    if dist.enabled and dist.local_rank != 0:
+        torch_dist.barrier()
+    yield
+    if dist.enabled and dist.local_rank == 0:
+        torch_dist.barrier()
 
 
 def all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:

@@ -126,7 +126,7 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
     if dataset.resolution != config.model.resolution:
         raise ConfigError(f"train_teacher.model.resolution is {config.model.resolution} but the "
                           f"dataset {dataset_dir} is {dataset.resolution}x{dataset.resolution}")
-    dataset_sha256 = json.loads((Path(dataset_dir) / "dataset.json").read_text())["manifest_sha256"]
+    dataset_sha256 = dataset.manifest_sha256
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     G = Generator(config.model).to(device)
