@@ -56,7 +56,10 @@ def make_project(dest: Path, **sections: dict) -> Path:
     tiny = {"prepare": {**TINY_PREPARE, "resolution": 16},
             "train_teacher": {**TINY_TEACHER, "steps": 2, "checkpoint_every": 1},
             "distill": {**TINY_DISTILL, "steps": 2, "checkpoint_every": 1, "eval_every": 1},
-            "strip_heads": {"input": "z", "layout": "nhwc", "check_latents": 2, "seed": 0}}
+            "strip_heads": {"input": "z", "layout": "nhwc", "check_latents": 2, "seed": 0},
+            "export_onnx": {"opset": 18, "batch_size": 1, "check_latents": 2, "seed": 0,
+                            "max_abs_error": 1e-4},
+            "simplify_onnx": {"check_latents": 2, "seed": 0, "max_abs_error": 1e-5}}
     for section, values in tiny.items():
         params[section] = {**values, **sections.get(section, {})}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -82,6 +85,9 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     assert distilled["perceptual_backbone"] == "multiscale-l1-ssim" and "psnr_16" in distilled["final"]
     assert json.loads((origin / "metrics/strip_heads.json").read_text())["max_abs_diff"] == 0.0
     assert (origin / "models/student_inference.pt").is_file()
+    exported = json.loads((origin / "metrics/export_onnx.json").read_text())
+    assert exported["teacher"]["max_abs_error_vs_pytorch"] <= 1e-4
+    assert (origin / "models/onnx/student_simplified.onnx").is_file()
     shown = json.loads(dvc("metrics", "show", "--json", cwd=origin))
     assert "metrics/strip_heads.json" in json.dumps(shown)
     assert "didn't change" in dvc("repro", cwd=origin)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline.data.prepare import PrepareConfig
+from pipeline.export.onnx_export import ExportOnnxConfig, SimplifyOnnxConfig
 from pipeline.export.strip_heads import StripHeadsConfig
 from pipeline.training.distill import DistillConfig
 from pipeline.training.teacher import TrainTeacherConfig
@@ -16,7 +17,8 @@ from pipeline.training.teacher import TrainTeacherConfig
 from conftest import ROOT
 
 CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
-           "distill": DistillConfig, "strip_heads": StripHeadsConfig}
+           "distill": DistillConfig, "strip_heads": StripHeadsConfig,
+           "export_onnx": ExportOnnxConfig, "simplify_onnx": SimplifyOnnxConfig}
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
