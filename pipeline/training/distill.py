@@ -42,13 +42,13 @@ from pipeline.metrics.similarity import psnr, ssim_per_image
 from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGAN, BlazeStyleGANConfig
 from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config, load_teacher
 from pipeline.training import losses
+from pipeline.training.adversarial import discriminator_step, r1_step
 from pipeline.training.checkpoint import load_training_state, save_checkpoint, save_snapshot
 from pipeline.training.monitor import Monitor, check_finite
 from pipeline.training.perceptual import perceptual_distance
-from pipeline.training.runtime import (average_gradients, broadcast_module,
-                                       check_replicas_in_sync, ema_beta, fixed_latents,
-                                       init_distributed, lazy_adam, local_batch_size,
-                                       local_main_first,
+from pipeline.training.runtime import (broadcast_module, check_replicas_in_sync, ema_beta,
+                                       fixed_latents, init_distributed, lazy_adam,
+                                       local_batch_size, local_main_first, optimizer_step,
                                        rank_batch_indices, resolve_device_type, select_device,
                                        step_generator, update_ema)
 
@@ -314,32 +314,14 @@ def distill(config: DistillConfig, teacher_path: str | Path, dataset_dir: str | 
             mapping_loss = losses.mapping_regression_loss(w_student.float(), w)
             g_loss = g_loss + config.lambda_mapping * mapping_loss
             values["loss/mapping"] = mapping_loss.detach()
-        opt_G.zero_grad(set_to_none=True)
-        g_loss.backward()
-        average_gradients(student, dist)
-        opt_G.step()
+        optimizer_step(g_loss, student, opt_G, dist)
 
         # Phase 2: discriminator, real dataset images against the student's.
-        D.requires_grad_(True)
-        with autocast:
-            real_logits, fake_logits = D(real).float(), D(image.detach()).float()
-        d_loss = losses.d_logistic_loss(real_logits, fake_logits)
-        opt_D.zero_grad(set_to_none=True)
-        d_loss.backward()
-        average_gradients(D, dist)
-        opt_D.step()
-        values.update({"loss/d": d_loss.detach(), "logits/real": real_logits.detach().mean(),
-                       "logits/fake": fake_logits.detach().mean()})
+        values.update(discriminator_step(D, opt_D, real, image, autocast, dist))
 
-        # Phase 3: lazy R1 on reals (full precision: it is a gradient penalty).
+        # Phase 3: lazy R1 on reals.
         if config.r1_gamma > 0 and step % config.r1_interval == 0:
-            real_r1 = real.detach().requires_grad_(True)
-            r1 = losses.d_r1_penalty(D(real_r1), real_r1)
-            opt_D.zero_grad(set_to_none=True)
-            (r1 * (config.r1_gamma / 2) * config.r1_interval).backward()
-            average_gradients(D, dist)
-            opt_D.step()
-            values["reg/r1"] = r1.detach()
+            values["reg/r1"] = r1_step(D, opt_D, real, config.r1_gamma, config.r1_interval, dist)
 
         update_ema(student_ema, student, beta)
         check_finite(step, values, last_good, dist)

@@ -175,6 +175,15 @@ def average_gradients(module: nn.Module, dist: Distributed) -> None:
         offset += p.numel()
 
 
+def optimizer_step(loss: torch.Tensor, module: nn.Module, optimizer: torch.optim.Optimizer,
+                   dist: Distributed) -> None:
+    """Backpropagate ``loss`` into ``module``, average its gradients across ranks, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(module, dist)
+    optimizer.step()
+
+
 def average_buffers(module: nn.Module, dist: Distributed) -> None:
     """All-reduce (mean) the floating-point buffers of ``module``, e.g. a running average of w.
 

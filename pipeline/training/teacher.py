@@ -26,12 +26,13 @@ from pipeline.images import make_grid, save_png, to_uint8
 from pipeline.io import write_text
 from pipeline.models.stylegan2 import TEACHER_KIND, Discriminator, Generator, StyleGAN2Config
 from pipeline.training import losses
+from pipeline.training.adversarial import discriminator_step, r1_step
 from pipeline.training.checkpoint import load_training_state, save_checkpoint, save_snapshot
 from pipeline.training.monitor import Monitor, check_finite
-from pipeline.training.runtime import (all_reduce_mean, average_buffers, average_gradients,
-                                       broadcast_module, check_replicas_in_sync, ema_beta,
-                                       fixed_latents, init_distributed, lazy_adam,
-                                       local_batch_size, rank_batch_indices, resolve_device_type,
+from pipeline.training.runtime import (all_reduce_mean, average_buffers, broadcast_module,
+                                       check_replicas_in_sync, ema_beta, fixed_latents,
+                                       init_distributed, lazy_adam, local_batch_size,
+                                       optimizer_step, rank_batch_indices, resolve_device_type,
                                        seed_step, select_device, step_generator, update_ema)
 
 log = logging.getLogger(__name__)
@@ -179,28 +180,13 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
 
         # Phase 1: discriminator, logistic loss on reals and fakes.
         G.requires_grad_(False)
-        D.requires_grad_(True)
         with torch.no_grad(), autocast:
             fake = G.synthesis(sample_ws(G, local_batch, config.style_mixing, draws, device))
-        with autocast:
-            real_logits, fake_logits = D(real).float(), D(fake).float()
-        d_loss = losses.d_logistic_loss(real_logits, fake_logits)
-        opt_D.zero_grad(set_to_none=True)
-        d_loss.backward()
-        average_gradients(D, dist)
-        opt_D.step()
-        values.update({"loss/d": d_loss.detach(), "logits/real": real_logits.detach().mean(),
-                       "logits/fake": fake_logits.detach().mean()})
+        values.update(discriminator_step(D, opt_D, real, fake, autocast, dist))
 
-        # Phase 2: lazy R1 on reals (full precision: it is a gradient penalty).
+        # Phase 2: lazy R1 on reals.
         if config.r1_gamma > 0 and step % config.r1_interval == 0:
-            real_r1 = real.detach().requires_grad_(True)
-            r1 = losses.d_r1_penalty(D(real_r1), real_r1)
-            opt_D.zero_grad(set_to_none=True)
-            (r1 * (config.r1_gamma / 2) * config.r1_interval).backward()
-            average_gradients(D, dist)
-            opt_D.step()
-            values["reg/r1"] = r1.detach()
+            values["reg/r1"] = r1_step(D, opt_D, real, config.r1_gamma, config.r1_interval, dist)
 
         # Phase 3: generator, non-saturating loss.
         G.requires_grad_(True)
@@ -208,11 +194,8 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
         with autocast:
             ws = sample_ws(G, local_batch, config.style_mixing, draws, device, update_w_avg=True)
             g_loss = losses.g_nonsaturating_loss(D(G.synthesis(ws)).float())
-        opt_G.zero_grad(set_to_none=True)
-        g_loss.backward()
-        average_gradients(G, dist)
         average_buffers(G.mapping, dist)  # the running mean of w, updated from each rank's batch
-        opt_G.step()
+        optimizer_step(g_loss, G, opt_G, dist)
         values["loss/g"] = g_loss.detach()
 
         # Phase 4: lazy path-length regularization, on half a batch as in StyleGAN2.
@@ -222,10 +205,7 @@ def train_teacher(config: TrainTeacherConfig, dataset_dir: str | Path, snapshot_
             penalty, _, mean_path_length = losses.g_path_length_penalty(
                 G.synthesis(ws), ws, mean_path_length)
             mean_path_length = all_reduce_mean(mean_path_length, dist)  # same on every rank
-            opt_G.zero_grad(set_to_none=True)
-            (penalty * config.pl_weight * config.pl_interval).backward()
-            average_gradients(G, dist)
-            opt_G.step()
+            optimizer_step(penalty * config.pl_weight * config.pl_interval, G, opt_G, dist)
             values["reg/path_length"] = penalty.detach()
 
         update_ema(G_ema, G, beta)
