@@ -59,7 +59,9 @@ def make_project(dest: Path, **sections: dict) -> Path:
             "strip_heads": {"input": "z", "layout": "nhwc", "check_latents": 2, "seed": 0},
             "export_onnx": {"opset": 18, "batch_size": 1, "check_latents": 2, "seed": 0,
                             "max_abs_error": 1e-4},
-            "simplify_onnx": {"check_latents": 2, "seed": 0, "max_abs_error": 1e-5}}
+            "simplify_onnx": {"check_latents": 2, "seed": 0, "max_abs_error": 1e-5},
+            "convert_tflite": {"check_latents": 2, "seed": 0, "max_abs_error": 1e-4,
+                               "min_psnr_db": 45.0, "threads": 1}}
     for section, values in tiny.items():
         params[section] = {**values, **sections.get(section, {})}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -88,6 +90,11 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     exported = json.loads((origin / "metrics/export_onnx.json").read_text())
     assert exported["teacher"]["max_abs_error_vs_pytorch"] <= 1e-4
     assert (origin / "models/onnx/student_simplified.onnx").is_file()
+    converted = json.loads((origin / "metrics/convert_tflite.json").read_text())
+    assert converted["student"]["float16"]["psnr_db_vs_pytorch_min"] >= 45.0
+    card = json.loads((origin / "models/tflite/student_float16.json").read_text())
+    commit = run(["git", "rev-parse", "HEAD"], origin).strip()
+    assert card["source"]["git_commit"] == commit and card["source"]["git_dirty"] is False
     shown = json.loads(dvc("metrics", "show", "--json", cwd=origin))
     assert "metrics/strip_heads.json" in json.dumps(shown)
     assert "didn't change" in dvc("repro", cwd=origin)
@@ -110,6 +117,10 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     shown = json.loads(dvc("exp", "show", "--json", cwd=clone))
     assert "28" in json.dumps(shown)
     assert json.loads((clone / "dvclive/train_teacher/metrics.json").read_text())["step"] == 3
+    # Built from params that differ from the commit's: the card says so.
+    card = json.loads((clone / "models/tflite/student_float16.json").read_text())
+    assert card["source"]["git_dirty"] is True
+    assert "student.float16.psnr_db_vs_pytorch_mean" in diff["metrics/convert_tflite.json"]
 
 
 def test_real_data_tracked_by_dvc(tmp_path):

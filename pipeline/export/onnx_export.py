@@ -97,10 +97,15 @@ def run_onnx(model: str | Path | bytes, latents: np.ndarray) -> np.ndarray:
                            for i in range(0, len(latents), batch)])
 
 
+def max_abs_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """Largest |actual - expected| over every value (NaN if either holds a NaN)."""
+    return float(np.abs(actual.astype(np.float64) - expected).max())
+
+
 def _check_max_abs(name: str, actual: np.ndarray, expected: np.ndarray, tolerance: float) -> float:
     if actual.shape != expected.shape:
         raise ConversionMismatch(f"{name}: output shape {actual.shape}, expected {expected.shape}")
-    error = float(np.abs(actual - expected).max())
+    error = max_abs_error(actual, expected)
     if not error <= tolerance:  # also catches NaN
         raise ConversionMismatch(f"{name}: max abs error {error:.3g} is beyond the tolerance "
                                  f"{tolerance:g}; nothing written")
@@ -178,20 +183,29 @@ def export_generators(student_path: str | Path, teacher_path: str | Path,
                       student_onnx: str | Path, teacher_onnx: str | Path,
                       config: ExportOnnxConfig) -> dict:
     """Export the stripped student and the teacher (activation-modulation form) with the same
-    interface, the student's (input z or w, layout), and verify both.
+    interface, the student's (input z or w, layout), and verify both on :func:`check_latents`."""
+    models = inference_models(student_path, teacher_path)
+    latents = check_latents(models, config.check_latents, config.seed, "export")
+    return {name: export_onnx(models[name], path, config.opset, config.batch_size, latents,
+                              config.max_abs_error)
+            for name, path in (("student", student_onnx), ("teacher", teacher_onnx))}
 
-    The check latents are standard normal z; for a w input, the teacher's mapping of them (the w
-    the generators were trained on).
-    """
+
+def inference_models(student_path: str | Path, teacher_path: str | Path) -> dict[str, nn.Module]:
+    """The stripped student and the teacher in its exportable form with the student's interface
+    (input z or w, layout): {"student": ..., "teacher": ...}."""
     student = load_inference_generator(student_path)
     teacher = ExportedTeacher(load_teacher(teacher_path), student.input, student.layout)
-    z = fixed_latents(config.seed, config.check_latents, teacher.config.z_dim, "export")
+    return {"student": student, "teacher": teacher}
+
+
+def check_latents(models: dict[str, nn.Module], count: int, seed: int, stream: str) -> torch.Tensor:
+    """Fixed check latents for :func:`inference_models`: standard normal z, or for a w input the
+    teacher's mapping of them (the w the generators were trained on)."""
+    teacher = models["teacher"]
+    z = fixed_latents(seed, count, teacher.config.z_dim, stream)
     with torch.no_grad():
-        latents = z if student.input == "z" else teacher.generator.mapping(z)
-    return {name: export_onnx(model, path, config.opset, config.batch_size, latents,
-                              config.max_abs_error)
-            for name, model, path in (("student", student, student_onnx),
-                                      ("teacher", teacher, teacher_onnx))}
+        return z if teacher.input == "z" else teacher.generator.mapping(z)
 
 
 def onnx_latents(path: str | Path, count: int, seed: int) -> torch.Tensor:

@@ -1,0 +1,260 @@
+"""ONNX -> TFLite float32 and float16 (onnx2tf), each checked against PyTorch on LiteRT.
+
+float16 is the standard post-training float16 quantization: weights stored as fp16 and
+dequantized at load time (on XNNPACK and GPU delegates) or per op, inputs and outputs stay float32.
+Both files come from one onnx2tf run.
+
+Converters have returned success with silently wrong outputs (onnx2tf: PSNR 28 dB on a noise
+constant stored as (1, H, W); docs/dependencies.md), so every model is run on LiteRT on fixed
+latents and compared with the PyTorch model it comes from: fp32 by max abs error, fp16 by PSNR.
+Beyond the tolerances nothing is written. TFLite tensor names differ from the ONNX ones, so tensors
+are looked up by index (the generators have one input and one output) and the interface JSON
+beside each model records the names as converted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pydantic
+import torch
+from torch import nn
+
+from pipeline.config import StageConfig
+from pipeline.errors import PipelineError
+from pipeline.export.onnx_export import (ConversionMismatch, check_latents, inference_models,
+                                         max_abs_error, run_onnx)
+from pipeline.io import atomic_path, sha256_file, write_json
+from pipeline.metrics.similarity import psnr
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("float32", "float16")
+
+
+class ConvertTfliteConfig(StageConfig):
+    """The ``convert_tflite`` section of params.yaml."""
+
+    check_latents: Annotated[int, pydantic.Field(ge=1)]  # a multiple of export_onnx.batch_size
+    seed: int
+    max_abs_error: Annotated[float, pydantic.Field(ge=0)]  # float32 TFLite vs PyTorch
+    min_psnr_db: Annotated[float, pydantic.Field(gt=0)]    # float16 TFLite vs PyTorch, every image
+    threads: Annotated[int, pydantic.Field(ge=1)]          # LiteRT threads for the checks
+
+
+class ConversionFailed(PipelineError):
+    """onnx2tf could not convert the model."""
+
+
+def _offline_calibration_sample() -> np.ndarray:
+    """Stands in for ``onnx2tf.onnx2tf.download_test_image_data``, which downloads 20 MS-COCO
+    images from GitHub. onnx2tf only runs them through the model as dummy inputs (when every
+    input is an NHWC image); deterministic noise in [0, 1] of the same shape does the same offline."""
+    return np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
+
+
+def onnx_to_tflite(onnx_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Convert an ONNX model with onnx2tf into ``out_dir``; returns {precision: .tflite path}.
+
+    The model should be simplified already: onnx2tf is told not to run onnxsim (it would run the
+    CLI in a subprocess and overwrite its input in place), and converts a copy.
+    """
+    import onnx2tf
+    import onnx2tf.onnx2tf as onnx2tf_main
+
+    out_dir = Path(out_dir)
+    source = out_dir / "model.onnx"
+    shutil.copyfile(onnx_path, source)
+    tf_dir = out_dir / "saved_model"
+    download = onnx2tf_main.download_test_image_data
+    onnx2tf_main.download_test_image_data = _offline_calibration_sample
+    try:
+        # Its progress and TensorFlow's saved-model listing go to a log file, kept for errors.
+        with open(out_dir / "onnx2tf.log", "w") as log_file, contextlib.redirect_stdout(log_file):
+            onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(tf_dir),
+                            not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True,
+                            non_verbose=True)
+    except SystemExit as e:  # onnx2tf reports conversion errors by sys.exit(1)
+        tail = (out_dir / "onnx2tf.log").read_text(errors="replace")[-2000:]
+        raise ConversionFailed(f"{onnx_path}: onnx2tf failed (exit status {e.code}); the end of "
+                               f"its log:\n{tail}") from None
+    finally:
+        onnx2tf_main.download_test_image_data = download
+    paths = {precision: tf_dir / f"model_{precision}.tflite" for precision in PRECISIONS}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise ConversionFailed(f"{onnx_path}: onnx2tf reported success but wrote no {missing}")
+    return paths
+
+
+def _interpreter(model: str | Path, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model), num_threads=threads)
+    interpreter.allocate_tensors()
+    if len(interpreter.get_input_details()) != 1 or len(interpreter.get_output_details()) != 1:
+        raise PipelineError(f"{model}: expected one input and one output, got "
+                            f"{len(interpreter.get_input_details())} and "
+                            f"{len(interpreter.get_output_details())}")
+    return interpreter
+
+
+def run_tflite(model: str | Path, latents: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Outputs of a one-input, one-output TFLite generator for ``latents`` (count, dim) on LiteRT
+    (XNNPACK), the count a multiple of the model's static batch."""
+    interpreter = _interpreter(model, threads)
+    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
+    batch = int(source["shape"][0])
+    if len(latents) % batch:
+        raise PipelineError(f"{model}: {len(latents)} check latents are not a multiple of its "
+                            f"batch {batch}")
+    outputs = []
+    for i in range(0, len(latents), batch):
+        interpreter.set_tensor(source["index"], latents[i:i + batch].astype(source["dtype"]))
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(target["index"]).copy())
+    return np.concatenate(outputs)
+
+
+def tensor_interface(model: str | Path) -> dict[str, dict[str, Any]]:
+    """Name, shape and dtype of the input and output tensors of a TFLite model, as converted."""
+    interpreter = _interpreter(model, 1)
+
+    def describe(detail: dict) -> dict[str, Any]:
+        return {"name": detail["name"], "index": int(detail["index"]),
+                "shape": [int(d) for d in detail["shape"]],
+                "dtype": np.dtype(detail["dtype"]).name}
+
+    return {"input": describe(interpreter.get_input_details()[0]),
+            "output": describe(interpreter.get_output_details()[0])}
+
+
+def psnr_db(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """PSNR per image in dB, images in [-1, 1] (peak-to-peak 2), any layout with batch first."""
+    return psnr(torch.from_numpy(actual), torch.from_numpy(expected)).numpy()
+
+
+def output_layout(name: str, tflite_shape: list[int], pytorch_shape: tuple[int, ...],
+                  layout: str) -> str:
+    """The layout of a converted model's image output: the PyTorch model's, except that onnx2tf
+    turns an NCHW output into NHWC (TensorFlow's layout). Anything else is a mismatch."""
+    if tuple(tflite_shape[1:]) == pytorch_shape[1:]:
+        return layout
+    nhwc = (pytorch_shape[2], pytorch_shape[3], pytorch_shape[1]) if len(pytorch_shape) == 4 else None
+    if layout == "nchw" and tuple(tflite_shape[1:]) == nhwc:
+        return "nhwc"
+    raise ConversionMismatch(f"{name} TFLite: output shape {tflite_shape}, expected "
+                             f"{[tflite_shape[0], *pytorch_shape[1:]]} (PyTorch, {layout.upper()}); "
+                             f"nothing written")
+
+
+def check_tflite(name: str, paths: dict[str, Path], expected: np.ndarray, onnx_output: np.ndarray,
+                 latents: np.ndarray, config: ConvertTfliteConfig) -> dict[str, dict[str, float]]:
+    """Run the float32 and float16 models on ``latents`` and gate them against PyTorch's
+    ``expected`` outputs (in the TFLite layout); ``onnx_output`` (the source ONNX on ONNX
+    Runtime, same layout) is compared too, for the record. Raises :class:`ConversionMismatch`
+    beyond a tolerance."""
+    metrics = {}
+    for precision, path in paths.items():
+        actual = run_tflite(path, latents, config.threads)
+        if actual.shape != expected.shape:
+            raise ConversionMismatch(f"{name} {precision} TFLite: output shape {actual.shape}, "
+                                     f"expected {expected.shape} (PyTorch); nothing written")
+        image_psnr = psnr_db(actual, expected)
+        metrics[precision] = {
+            "max_abs_error_vs_pytorch": max_abs_error(actual, expected),
+            "max_abs_error_vs_onnx": max_abs_error(actual, onnx_output),
+            "psnr_db_vs_pytorch_min": float(image_psnr.min()),
+            "psnr_db_vs_pytorch_mean": float(image_psnr.mean()),
+            "bytes": path.stat().st_size,
+        }
+    error = metrics["float32"]["max_abs_error_vs_pytorch"]
+    if not error <= config.max_abs_error:  # also catches NaN
+        raise ConversionMismatch(f"{name} float32 TFLite: max abs error vs PyTorch {error:.3g} is "
+                                 f"beyond the tolerance {config.max_abs_error:g}; nothing written")
+    worst = metrics["float16"]["psnr_db_vs_pytorch_min"]
+    if not worst >= config.min_psnr_db:
+        raise ConversionMismatch(f"{name} float16 TFLite: PSNR vs PyTorch {worst:.1f} dB on its "
+                                 f"worst image, below the tolerance {config.min_psnr_db:g} dB; "
+                                 f"nothing written")
+    return metrics
+
+
+def interface_card(tflite_path: Path, precision: str, model: nn.Module, layout: str,
+                   onnx_path: str | Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The JSON written beside a model: what goes in, what comes out, where it came from."""
+    tensors = tensor_interface(tflite_path)
+    latent = ("z: standard normal noise, one row per image" if model.input == "z" else
+              "w: an intermediate latent (the mapping network's output, e.g. from an encoder)")
+    return {
+        "format": "tflite",
+        "precision": precision,
+        "weights": "float16, dequantized at load time" if precision == "float16" else "float32",
+        "resolution": model.config.resolution,
+        "input": {**tensors["input"], "latent": model.input, "meaning": latent,
+                  "range": "unbounded (standard normal)" if model.input == "z" else "unbounded"},
+        "output": {**tensors["output"], "layout": layout.upper(), "channels": "RGB", "range": [-1.0, 1.0],
+                   "normalization": "uint8 = clip(round((x + 1) * 127.5), 0, 255); values "
+                                    "slightly outside [-1, 1] occur and are clipped"},
+        "source": {**provenance, "onnx": Path(onnx_path).name, "onnx_sha256": sha256_file(onnx_path),
+                   "tflite_sha256": sha256_file(tflite_path)},
+    }
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="convert_tflite-") as tmp:
+        yield Path(tmp)
+
+
+def convert_tflite(name: str, onnx_path: str | Path, model: nn.Module, latents: torch.Tensor,
+                   out_dir: Path, config: ConvertTfliteConfig,
+                   provenance: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Convert one ONNX generator to ``out_dir/{name}_float32.tflite`` and ``..._float16.tflite``
+    (each with a ``.json`` interface card), after checking both against the PyTorch ``model``
+    the ONNX was exported from, on ``latents`` (count, dim).
+
+    ``out_dir`` must exist; a failed check raises before anything is written there.
+    """
+    with torch.no_grad():
+        expected = model.eval()(latents).numpy()
+    onnx_output = run_onnx(Path(onnx_path), latents.numpy())
+    with _scratch() as scratch:
+        paths = onnx_to_tflite(onnx_path, scratch)
+        layout = output_layout(name, tensor_interface(paths["float32"])["output"]["shape"],
+                               expected.shape, model.layout)
+        if layout != model.layout:
+            expected, onnx_output = (a.transpose(0, 2, 3, 1) for a in (expected, onnx_output))
+        metrics = check_tflite(name, paths, expected, onnx_output, latents.numpy(), config)
+        for precision, path in paths.items():
+            target = out_dir / f"{name}_{precision}.tflite"
+            shutil.copyfile(path, target)
+            write_json(target.with_suffix(".json"),
+                       interface_card(target, precision, model, layout, onnx_path, provenance))
+    log.info("%s: float32 max abs error %.3g, float16 PSNR %.1f dB (worst image) vs PyTorch", name,
+             metrics["float32"]["max_abs_error_vs_pytorch"], metrics["float16"]["psnr_db_vs_pytorch_min"])
+    return metrics
+
+
+def convert_generators(student_path: str | Path, teacher_path: str | Path,
+                       student_onnx: str | Path, teacher_onnx: str | Path, out_dir: str | Path,
+                       config: ConvertTfliteConfig, provenance: dict[str, Any]) -> dict:
+    """Convert the simplified student and teacher ONNX models into the directory ``out_dir``
+    (``{student,teacher}_{float32,float16}.{tflite,json}``), each checked against the PyTorch
+    model it was exported from (the snapshots at ``student_path`` and ``teacher_path``).
+
+    ``out_dir`` is replaced whole, and only when all four models pass: a failure leaves the
+    previous one (or none) in place.
+    """
+    models = inference_models(student_path, teacher_path)
+    latents = check_latents(models, config.check_latents, config.seed, "convert_tflite")
+    with atomic_path(out_dir, directory=True) as tmp:
+        return {name: convert_tflite(name, source, models[name], latents, tmp, config, provenance)
+                for name, source in (("student", student_onnx), ("teacher", teacher_onnx))}

@@ -1,0 +1,161 @@
+"""TFLite conversion of tiny student and teacher generators through the real tools (torch.onnx,
+onnx-simplifier, onnx2tf, LiteRT), the gates, and the provenance recorded beside each model."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline.errors import ConfigError
+from pipeline.export.onnx_export import ExportedTeacher, export_onnx, simplify_onnx
+from pipeline.export.tflite import (ConversionMismatch, ConvertTfliteConfig, convert_generators,
+                                    convert_tflite, run_tflite)
+from pipeline.models.strip import INFERENCE_KIND
+from pipeline.models.stylegan2 import TEACHER_KIND, Generator
+from pipeline.provenance import git_state, params_sha256
+from pipeline.training.checkpoint import save_snapshot
+
+from test_onnx_export import STUDENT, TEACHER, student, trained_looking
+
+pytestmark = pytest.mark.slow  # onnx2tf takes a few seconds per model
+
+CONFIG = ConvertTfliteConfig(check_latents=4, seed=0, max_abs_error=1e-4, min_psnr_db=45.0,
+                             threads=1)
+PROVENANCE = {"git_commit": "0" * 40, "git_dirty": False, "params_sha256": "1" * 64}
+
+
+def teacher(input_kind="z", layout="nhwc"):
+    torch.manual_seed(0)
+    return ExportedTeacher(trained_looking(Generator(TEACHER)), input_kind, layout)
+
+
+def noise_as_hw(model):
+    """The trap of docs/dependencies.md: each noise constant stored as (1, H, W) instead of
+    (1, 1, H, W). Same function in PyTorch (broadcasting), but onnx2tf 1.28.8 converts it wrongly
+    and reports success."""
+    for module in model.modules():
+        if getattr(module, "noise_const", None) is not None:
+            module.noise_const = module.noise_const[0]
+    return model
+
+
+def to_onnx(model, path, latents):
+    export_onnx(model, path.with_suffix(".raw.onnx"), 18, 1, latents, 1e-4)
+    simplify_onnx(path.with_suffix(".raw.onnx"), path, latents, 1e-5)
+    return path
+
+
+@pytest.mark.parametrize("make", [lambda: student("z", "nhwc"), lambda: teacher("z", "nhwc"),
+                                  lambda: student("w", "nchw")],
+                         ids=["student-z-nhwc", "teacher-z-nhwc", "student-w-nchw"])
+def test_float32_and_float16_match_pytorch_and_describe_themselves(tmp_path, make):
+    model = make()
+    latents = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    source = to_onnx(model, tmp_path / "m.onnx", latents)
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = convert_tflite("g", source, model, latents, out, CONFIG, PROVENANCE)
+
+    assert sorted(p.name for p in out.iterdir()) == ["g_float16.json", "g_float16.tflite",
+                                                     "g_float32.json", "g_float32.tflite"]
+    assert metrics["float32"]["max_abs_error_vs_pytorch"] <= 1e-4
+    assert metrics["float16"]["psnr_db_vs_pytorch_min"] >= 45.0
+    # float16 weights: a smaller file, measurably different outputs.
+    assert metrics["float16"]["bytes"] < metrics["float32"]["bytes"]
+    assert metrics["float16"]["max_abs_error_vs_pytorch"] > metrics["float32"]["max_abs_error_vs_pytorch"]
+
+    card = json.loads((out / "g_float16.json").read_text())
+    assert card["precision"] == "float16" and card["resolution"] == 16
+    assert card["input"]["shape"] == [1, 16] and card["input"]["dtype"] == "float32"
+    assert card["input"]["latent"] == model.input
+    # onnx2tf writes TensorFlow's layout: an NCHW model comes out NHWC, and the card says so.
+    assert card["output"]["layout"] == "NHWC" and card["output"]["shape"] == [1, 16, 16, 3]
+    assert card["output"]["range"] == [-1.0, 1.0]
+    assert card["source"]["params_sha256"] == "1" * 64 and card["source"]["onnx"] == "m.onnx"
+
+    # Anyone can run the model from the card alone, and gets PyTorch's images.
+    actual = run_tflite(out / "g_float16.tflite", latents.numpy())
+    with torch.no_grad():
+        expected = model(latents).numpy()
+    if model.layout == "nchw":
+        expected = expected.transpose(0, 2, 3, 1)
+    assert np.abs(actual - expected).max() < 0.02
+
+
+def test_the_silently_wrong_conversion_is_refused_and_nothing_written(tmp_path):
+    model = noise_as_hw(student("z", "nhwc"))
+    latents = torch.randn(4, 16, generator=torch.Generator().manual_seed(1))
+    source = to_onnx(model, tmp_path / "m.onnx", latents)  # ONNX Runtime still agrees with PyTorch
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ConversionMismatch, match="float32 TFLite: max abs error vs PyTorch .* is "
+                                                 "beyond the tolerance 0.0001; nothing written"):
+        convert_tflite("g", source, model, latents, out, CONFIG, PROVENANCE)
+    assert list(out.iterdir()) == []
+
+
+def snapshots(tmp_path, input_kind="z", layout="nhwc"):
+    student_model, teacher_model = student(input_kind, layout), teacher().generator
+    save_snapshot(tmp_path / "student.pt", INFERENCE_KIND, student_model,
+                  {"student": STUDENT.to_dict(), "input": input_kind, "layout": layout})
+    save_snapshot(tmp_path / "teacher.pt", TEACHER_KIND, teacher_model, TEACHER.to_dict())
+    latents = torch.randn(2, 16)
+    return (tmp_path / "student.pt", tmp_path / "teacher.pt",
+            to_onnx(student_model, tmp_path / "student.onnx", latents),
+            to_onnx(ExportedTeacher(teacher_model, input_kind, layout), tmp_path / "teacher.onnx",
+                    latents))
+
+
+def test_generators_are_converted_all_or_nothing(tmp_path):
+    student_pt, teacher_pt, student_onnx, teacher_onnx = snapshots(tmp_path)
+    out = tmp_path / "tflite"
+    metrics = convert_generators(student_pt, teacher_pt, student_onnx, teacher_onnx, out, CONFIG,
+                                 PROVENANCE)
+    assert set(metrics) == {"student", "teacher"}
+    assert len(list(out.glob("*.tflite"))) == 4
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    # The teacher's check fails (its ONNX is the student's): the student's models, converted and
+    # checked first, are not written either, and the previous directory stays as it was.
+    with pytest.raises(ConversionMismatch, match="teacher float32 TFLite"):
+        convert_generators(student_pt, teacher_pt, student_onnx, student_onnx, out, CONFIG,
+                           PROVENANCE)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_params_hash_follows_values_not_formatting(tmp_path):
+    sections = ("a", "b")
+    path = tmp_path / "params.yaml"
+    path.write_text("a:\n  x: 1\n  y: [1, 2]\nb: {z: 0.5}\nunrelated: 3\n")
+    reference = params_sha256(path, sections)
+    path.write_text("# comment\nb:\n  z: 0.5\nunrelated: 4\na: {y: [1, 2], x: 1}\n")
+    assert params_sha256(path, sections) == reference
+    path.write_text(yaml.safe_dump({"a": {"x": 2, "y": [1, 2]}, "b": {"z": 0.5}}))
+    assert params_sha256(path, sections) != reference
+    with pytest.raises(ConfigError, match="missing section.*b"):
+        path.write_text("a: {x: 1}\n")
+        params_sha256(path, sections)
+
+
+def test_git_state_sees_commits_and_source_changes_only(tmp_path):
+    assert git_state(tmp_path) == {"git_commit": None, "git_dirty": None}
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.lock").write_text("x\n")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    state = git_state(tmp_path)
+    assert len(state["git_commit"]) == 40 and state["git_dirty"] is False
+    (tmp_path / "dvc.lock").write_text("y\n")  # DVC's bookkeeping: not a source change
+    assert git_state(tmp_path)["git_dirty"] is False
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert git_state(tmp_path)["git_dirty"] is True
