@@ -59,6 +59,7 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if directory:
+            os.chmod(tmp, 0o755)  # mkdtemp creates 0700 directories
             # A directory cannot be renamed over a non-empty one: move the old one aside, move the
             # new one in, then delete the old. Readers never see a mixed artifact; for an instant
             # between the two renames there is none, and if the second rename fails the old one

@@ -24,6 +24,7 @@ def test_directory_replaced_whole(tmp_path):
     with atomic_path(out, directory=True) as tmp:
         (tmp / "x").write_text("1")
         (tmp / "y").write_text("2")
+    assert out.stat().st_mode & 0o777 == 0o755  # readable by others, like any directory
     with pytest.raises(KeyError):
         with atomic_path(out, directory=True) as tmp:
             (tmp / "z").write_text("3")
