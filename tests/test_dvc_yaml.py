@@ -12,6 +12,8 @@ from pipeline.data.prepare import PrepareConfig
 from pipeline.export.onnx_export import ExportOnnxConfig, SimplifyOnnxConfig
 from pipeline.export.strip_heads import StripHeadsConfig
 from pipeline.export.tflite import ConvertTfliteConfig
+from pipeline.metrics.evaluate import EvaluateConfig
+from pipeline.metrics.reference import FidConfig, ReferenceStatsConfig
 from pipeline.provenance import MODEL_SECTIONS
 from pipeline.training.distill import DistillConfig
 from pipeline.training.teacher import TrainTeacherConfig
@@ -21,7 +23,10 @@ from conftest import ROOT
 CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
            "distill": DistillConfig, "strip_heads": StripHeadsConfig,
            "export_onnx": ExportOnnxConfig, "simplify_onnx": SimplifyOnnxConfig,
-           "convert_tflite": ConvertTfliteConfig}
+           "convert_tflite": ConvertTfliteConfig, "reference_stats": ReferenceStatsConfig,
+           "evaluate": EvaluateConfig}
+# Sections read by several stages, besides their own.
+SHARED = {"reference_stats": ["fid"], "evaluate": ["fid"]}
 # Stages that record a hash of every section their artifact depends on (pipeline.provenance)
 # list all of those sections, so that the hash they wrote stays current.
 PROVENANCE_STAGES = {"convert_tflite"}
@@ -70,7 +75,7 @@ def test_stage_lists_exactly_the_params_it_reads(name):
         assert params == list(MODEL_SECTIONS)
         return
     fields = set(CONFIGS[name].model_fields)
-    assert params == [name] or set(params) == {f"{name}.{field}" for field in fields}
+    assert params == [name, *SHARED.get(name, [])] or set(params) == {f"{name}.{field}" for field in fields}
 
 
 def test_params_yaml_loads_and_its_models_are_the_documented_presets():
@@ -78,7 +83,8 @@ def test_params_yaml_loads_and_its_models_are_the_documented_presets():
     from pipeline.models.blazestylegan import PRESETS as BLAZE_PRESETS
     from pipeline.models.stylegan2 import PRESETS
 
-    configs = {name: load_config(ROOT / "params.yaml", name, cls) for name, cls in CONFIGS.items()}
+    configs = {name: load_config(ROOT / "params.yaml", name, cls)
+               for name, cls in {**CONFIGS, "fid": FidConfig}.items()}
     assert configs["train_teacher"].model == PRESETS["tiny-32"]
     assert configs["distill"].student == BLAZE_PRESETS["blaze-tiny-32"]
     assert configs["prepare"].resolution == configs["distill"].student.resolution == 32

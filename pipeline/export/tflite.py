@@ -91,7 +91,23 @@ def onnx_to_tflite(onnx_path: str | Path, out_dir: str | Path) -> dict[str, Path
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise ConversionFailed(f"{onnx_path}: onnx2tf reported success but wrote no {missing}")
+    for path in paths.values():
+        flex = select_tf_ops(path)
+        if flex:
+            raise ConversionFailed(f"{onnx_path}: the TFLite model needs TensorFlow Select ops "
+                                   f"({', '.join(sorted(flex))}), which LiteRT's builtin runtime "
+                                   f"and mobile apps do not have; nothing written")
     return paths
+
+
+def select_tf_ops(model: str | Path) -> set[str]:
+    """Names of the TensorFlow Select ("Flex") ops in a TFLite model. They only run where the
+    Flex delegate is linked in (e.g. in a process that imported TensorFlow, like this
+    conversion), so a model that has any passes a check here and fails on device."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = Interpreter(model_path=str(model))._get_ops_details()
+    return {op["op_name"] for op in ops if op["op_name"].startswith("Flex")}
 
 
 def _interpreter(model: str | Path, threads: int):

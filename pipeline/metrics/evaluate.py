@@ -1,0 +1,190 @@
+"""The ``evaluate`` stage: complexity, latency and quality of the teacher, the student and the
+deployed student, on this machine (and optionally a phone).
+
+* Complexity: parameters and GFLOPs (2 x MACs) of the inference graphs, as in BlazeStyleGAN's
+  Table 1.
+* Latency: LiteRT (XNNPACK) on the float16 and float32 TFLite models, ONNX Runtime on the
+  simplified ONNX models, PyTorch eager; the same warm-up and timed runs for each, and the
+  machine's sgemm peak measured in the same run, so each model's achieved GFLOP/s is also given as
+  a fraction of that peak. With ``evaluate.android.serial`` set, the TFLite models also run on
+  that phone with TFLite's benchmark_model.
+* Quality, against the cached reference set of real images: sliced Wasserstein distance (always)
+  and FID (when the weights are available) of the teacher (PyTorch), the student (PyTorch) and
+  the deployed student (float16 TFLite on LiteRT), all on the same latents; PSNR / SSIM of the
+  students against the teacher and of the deployed student against its PyTorch model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pydantic
+import torch
+from torch import nn
+
+from pipeline.config import StageConfig
+from pipeline.errors import ConfigError
+from pipeline.export.onnx_export import check_latents, inference_models
+from pipeline.export.tflite import run_tflite
+from pipeline.images import make_grid, save_png, to_uint8
+from pipeline.metrics import android, fid, latency, swd
+from pipeline.metrics.complexity import count_flops, count_parameters
+from pipeline.metrics.reference import FidConfig, Reference, fid_weights
+from pipeline.metrics.similarity import psnr, ssim_per_image
+
+log = logging.getLogger(__name__)
+
+PositiveInt = Annotated[int, pydantic.Field(ge=1)]
+GENERATORS = ("student", "teacher")
+PRECISIONS = ("float16", "float32")
+
+
+class LatencyConfig(StageConfig):
+    threads: PositiveInt   # CPU threads of every runtime
+    warmup: Annotated[int, pydantic.Field(ge=0)]
+    runs: PositiveInt      # timed runs, one image each (the paper: 50)
+
+
+class AndroidConfig(StageConfig):
+    serial: str | None             # adb serial of the phone; null: no on-device benchmark
+    benchmark_model: str | None    # TFLite benchmark_model binary for the phone's ABI
+    threads: PositiveInt
+    use_gpu: bool                  # the GPU delegate instead of the CPU (XNNPACK)
+    adb: str                       # the adb executable
+
+
+class EvaluateConfig(StageConfig):
+    """The ``evaluate`` section of params.yaml."""
+
+    samples: PositiveInt       # generated images per model (at most reference_stats.images)
+    seed: int
+    batch_size: PositiveInt
+    grid_latents: PositiveInt  # columns of the teacher | student | student float16 grid
+    latency: LatencyConfig
+    android: AndroidConfig
+
+    @pydantic.model_validator(mode="after")
+    def _android_complete(self):
+        if self.android.serial is not None and self.android.benchmark_model is None:
+            raise ValueError("android.serial is set: android.benchmark_model must name the "
+                             "benchmark_model binary")
+        return self
+
+
+def complexity(models: dict[str, nn.Module], latent: torch.Tensor) -> dict[str, dict[str, float]]:
+    return {name: {"params": count_parameters(model),
+                   "gflops": count_flops(lambda m=model: m(latent[:1])) / 1e9}
+            for name, model in models.items()}
+
+
+def measure_latency(models: dict[str, nn.Module], onnx_paths: dict[str, Path], tflite_dir: Path,
+                    flops: dict[str, float], config: LatencyConfig) -> dict[str, Any]:
+    """Latency of every model on every runtime, the sgemm peak, and achieved GFLOP/s."""
+    peak = latency.sgemm_peak_gflops(config.threads)
+    results: dict[str, Any] = {"peak_sgemm_gflops": peak, "threads": config.threads}
+    for name, model in models.items():
+        latent_dim = model.config.z_dim if model.input == "z" else model.config.w_dim
+        runners = {f"litert_{p}": latency.litert_runner(tflite_dir / f"{name}_{p}.tflite",
+                                                        config.threads) for p in PRECISIONS}
+        runners["onnxruntime"] = latency.onnxruntime_runner(onnx_paths[name], config.threads)
+        runners["pytorch"] = latency.pytorch_runner(model, latent_dim, config.threads)
+        for runtime, run in runners.items():
+            timing = latency.time_runs(run, config.warmup, config.runs)
+            achieved = flops[name] / 1e9 / (timing["mean_ms"] / 1e3)
+            timing.update(achieved_gflops=achieved, fraction_of_peak=achieved / peak)
+            results.setdefault(name, {})[runtime] = timing
+            log.info("%s %s: %.3f ms mean (p90 %.3f)", name, runtime, timing["mean_ms"],
+                     timing["p90_ms"])
+    return results
+
+
+def android_latency(tflite_dir: Path, config: AndroidConfig, latency_config: LatencyConfig) -> dict:
+    return {f"{name}_{p}": android.run_benchmark(
+                config.serial, tflite_dir / f"{name}_{p}.tflite", config.benchmark_model,
+                config.threads, config.use_gpu, latency_config.warmup, latency_config.runs)
+            for name in GENERATORS for p in PRECISIONS}
+
+
+def generate(models: dict[str, nn.Module], tflite_dir: Path, latents: torch.Tensor,
+             batch_size: int) -> dict[str, torch.Tensor]:
+    """Images (N, 3, R, R) in the models' range of the teacher, the student and the deployed
+    student (float16 TFLite), on the same latents."""
+    images = {}
+    with torch.no_grad():
+        for name in GENERATORS:
+            out = torch.cat([models[name](chunk) for chunk in latents.split(batch_size)])
+            images[name] = out.permute(0, 3, 1, 2) if models[name].layout == "nhwc" else out
+    deployed = torch.from_numpy(run_tflite(tflite_dir / "student_float16.tflite", latents.numpy()))
+    images["student_float16"] = deployed.permute(0, 3, 1, 2)  # TFLite outputs are NHWC
+    return {name: image.float().contiguous() for name, image in images.items()}
+
+
+def similarity(images: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    pairs = {"student_vs_teacher": ("student", "teacher"),
+             "student_float16_vs_teacher": ("student_float16", "teacher"),
+             "student_float16_vs_student": ("student_float16", "student")}
+    result = {}
+    for key, (a, b) in pairs.items():
+        x, y = images[a].clamp(-1, 1), images[b].clamp(-1, 1)
+        result[key] = {"psnr_db": float(psnr(x, y).mean()), "ssim": float(ssim_per_image(x, y).mean())}
+    return result
+
+
+def quality(images: dict[str, torch.Tensor], reference: Reference, weights: Path | None,
+            fid_config: FidConfig, seed: int) -> dict[str, dict[str, float]]:
+    """SWD (and FID when available) of each image set against the reference set."""
+    count = len(next(iter(images.values())))
+    real = reference.images[:count].float() / 127.5 - 1
+    distances = swd.SWD(swd.level_descriptors(real, seed), seed)
+    metric = None
+    if weights is not None:
+        metric = fid.fid_metric(weights)
+        fid.restore_real_statistics(metric, reference.fid_stats)
+    result = {}
+    for name, generated in images.items():
+        result[name] = distances.distance(swd.level_descriptors(generated.clamp(-1, 1), seed))
+        if metric is not None:
+            result[name]["fid"] = fid.frechet_distance_to_real(
+                metric, generated.split(fid_config.batch_size))
+    return result
+
+
+def comparison_grid(images: dict[str, torch.Tensor], columns: int) -> np.ndarray:
+    """Rows: teacher, student, student float16 TFLite; columns: the same latents."""
+    rows = [to_uint8(images[name][:columns].clamp(-1, 1))
+            for name in ("teacher", "student", "student_float16")]
+    return make_grid(np.concatenate(rows), columns=columns)
+
+
+def evaluate(student_path: Path, teacher_path: Path, onnx_paths: dict[str, Path], tflite_dir: Path,
+             reference_dir: Path, grid_path: Path, config: EvaluateConfig,
+             fid_config: FidConfig) -> dict[str, Any]:
+    """Every measurement of the stage; writes the comparison grid to ``grid_path``."""
+    reference = Reference(reference_dir)
+    if config.samples > reference.summary["images"]:
+        raise ConfigError(f"evaluate.samples ({config.samples}) is larger than the reference set "
+                          f"({reference.summary['images']} images): lower it or raise "
+                          f"reference_stats.images")
+    models = inference_models(student_path, teacher_path)
+    latents = check_latents(models, config.samples, config.seed, "evaluate")
+    size = complexity(models, latents)
+    flops = {name: size[name]["gflops"] * 1e9 for name in models}
+    results: dict[str, Any] = {"complexity": size,
+                               "latency": measure_latency(models, onnx_paths, tflite_dir, flops,
+                                                          config.latency)}
+    if config.android.serial is not None:
+        results["android"] = android_latency(tflite_dir, config.android, config.latency)
+    weights, reason = fid_weights(fid_config)
+    if weights is not None and reference.fid_stats is None:
+        weights, reason = None, "the reference set has no FID statistics; re-run reference_stats"
+    reference.check_weights(weights)
+    images = generate(models, tflite_dir, latents, config.batch_size)
+    results["similarity"] = similarity(images)
+    results["quality"] = quality(images, reference, weights, fid_config, config.seed)
+    results["samples"] = config.samples
+    results["fid_unavailable_reason"] = reason
+    save_png(grid_path, comparison_grid(images, config.grid_latents))
+    return results

@@ -1,0 +1,110 @@
+"""The real images' side of the distribution metrics, computed once per dataset and cached as
+an artifact (the ``reference_stats`` stage): a fixed random subset of the dataset (uint8, for the
+sliced Wasserstein distance) and, when the FID weights are available, the real images' FID
+statistics. ``evaluate`` scores every generator against it.
+
+The artifact (a directory):
+
+    reference.json   count, dataset manifest sha256, seed, resolution, FID status (and weights)
+    images.npz       images: uint8 (N, 3, R, R)
+    fid.npz          torchmetrics' accumulated real statistics (only when FID is available)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pydantic
+import torch
+
+from pipeline.config import StageConfig
+from pipeline.data.dataset import FaceDataset
+from pipeline.errors import DataError, PipelineError
+from pipeline.io import atomic_path, sha256_file, write_json
+from pipeline.metrics import fid
+
+log = logging.getLogger(__name__)
+
+PositiveInt = Annotated[int, pydantic.Field(ge=1)]
+
+
+class FidConfig(StageConfig):
+    """The ``fid`` section of params.yaml, shared by ``reference_stats`` and ``evaluate``."""
+
+    weights: str | None            # local InceptionV3 FID weights file; null: the torch hub cache
+    weights_sha256: str | None     # full SHA-256 to require; null: the published prefix
+    allow_download: bool           # download into the torch hub cache when missing
+    batch_size: PositiveInt        # images per InceptionV3 forward pass
+
+
+class ReferenceStatsConfig(StageConfig):
+    """The ``reference_stats`` section of params.yaml."""
+
+    images: PositiveInt   # real images in the reference set (all of them if the dataset is smaller)
+    seed: int             # which subset
+
+
+def fid_weights(config: FidConfig) -> tuple[Path | None, str | None]:
+    """(checked weights path, None) or (None, the reason FID is unavailable)."""
+    try:
+        return fid.resolve_weights(config.weights, config.allow_download, config.weights_sha256), None
+    except fid.WeightsUnavailable as e:
+        log.warning("FID unavailable: %s", e)
+        return None, str(e)
+
+
+def build_reference(dataset_dir: str | Path, out: str | Path, config: ReferenceStatsConfig,
+                    fid_config: FidConfig) -> dict[str, Any]:
+    """Write the reference artifact directory ``out`` (replaced whole) and return its summary."""
+    dataset = FaceDataset(dataset_dir, in_memory=False)
+    count = min(config.images, len(dataset))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))
+    images = torch.stack([dataset[int(i)] for i in order[:count]])
+    uint8 = fid.to_uint8(images)
+    weights, reason = fid_weights(fid_config)
+    summary = {"images": count, "dataset_sha256": dataset.manifest_sha256, "seed": config.seed,
+               "resolution": dataset.resolution, "fid_available": weights is not None,
+               "fid_unavailable_reason": reason,
+               "fid_weights_sha256": None if weights is None else sha256_file(weights)}
+    with atomic_path(out, directory=True) as tmp:
+        np.savez(tmp / "images.npz", images=uint8.numpy())
+        if weights is not None:
+            metric = fid.fid_metric(weights)
+            for batch in uint8.split(fid_config.batch_size):
+                metric.update(batch, real=True)
+            np.savez(tmp / "fid.npz", **fid.real_statistics(metric))
+        write_json(tmp / "reference.json", summary)
+    log.info("reference set: %d real images; FID %s", count,
+             "statistics cached" if weights is not None else f"unavailable ({reason})")
+    return summary
+
+
+class Reference:
+    """A reference artifact, read back."""
+
+    def __init__(self, root: str | Path):
+        root = Path(root)
+        meta = root / "reference.json"
+        if not meta.is_file():
+            raise DataError(f"{root}: not a reference set (no reference.json); run the "
+                            "reference_stats stage first")
+        self.summary: dict[str, Any] = json.loads(meta.read_text())
+        with np.load(root / "images.npz") as data:
+            self.images = torch.from_numpy(data["images"])
+        self.fid_stats: dict[str, np.ndarray] | None = None
+        if self.summary["fid_available"]:
+            with np.load(root / "fid.npz") as data:
+                self.fid_stats = {name: data[name] for name in data.files}
+
+    def check_weights(self, weights: Path | None) -> None:
+        """FID needs the same extractor for real and generated images."""
+        if weights is not None and self.fid_stats is not None:
+            digest = sha256_file(weights)
+            if digest != self.summary["fid_weights_sha256"]:
+                raise PipelineError(f"FID weights {weights} (SHA-256 {digest}) are not the ones "
+                                    f"the reference statistics were computed with; re-run "
+                                    f"reference_stats")
