@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline.data.prepare import PrepareConfig
+from pipeline.export.bundle import BundleConfig
 from pipeline.export.onnx_export import ExportOnnxConfig, SimplifyOnnxConfig
 from pipeline.export.strip_heads import StripHeadsConfig
 from pipeline.export.tflite import ConvertTfliteConfig
@@ -24,7 +25,7 @@ CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
            "distill": DistillConfig, "strip_heads": StripHeadsConfig,
            "export_onnx": ExportOnnxConfig, "simplify_onnx": SimplifyOnnxConfig,
            "convert_tflite": ConvertTfliteConfig, "reference_stats": ReferenceStatsConfig,
-           "evaluate": EvaluateConfig}
+           "evaluate": EvaluateConfig, "bundle": BundleConfig}
 # Sections read by several stages, besides their own.
 SHARED = {"reference_stats": ["fid"], "evaluate": ["fid"]}
 # Stages that record a hash of every section their artifact depends on (pipeline.provenance)

@@ -1,0 +1,212 @@
+"""The release bundle: the deployed student (float16 and float32 TFLite) with its interface
+JSON, a model card, the exact params, the metrics, and ``SHA256SUMS``; as a directory and as a
+zip with fixed timestamps (same contents, same bytes).
+
+:func:`verify_bundle` is what a consumer (or CI) runs on the zip: every file is listed in
+``SHA256SUMS`` and matches it, and the float16 model loads in LiteRT and produces finite images
+of the shape its JSON declares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pydantic
+
+from pipeline.config import StageConfig, read_yaml
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, sha256_file, write_json, write_text
+from pipeline.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+MODELS = ("student_float16", "student_float32")
+SUMS = "SHA256SUMS"
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: reproducible zip bytes
+
+
+class BundleConfig(StageConfig):
+    """The ``bundle`` section of params.yaml."""
+
+    name: Annotated[str, pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]  # release name
+    license: str     # licence of the released weights, stated in the model card
+
+
+class BundleError(PipelineError):
+    """A release bundle is incomplete or does not match its checksums."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise PipelineError(f"{path}: cannot read: {e}") from None
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def model_card(config: BundleConfig, card: dict[str, Any], evaluation: dict[str, Any],
+               conversion: dict[str, Any], dataset: dict[str, Any], origin: dict[str, Any]) -> str:
+    """MODEL_CARD.md: what the model is, its use and limits, data provenance, metrics with how
+    they were measured, the exact params, commit and dataset hash."""
+    lat, quality = evaluation["latency"], evaluation["quality"]
+    size, sim = evaluation["complexity"]["student"], evaluation["similarity"]
+    r = card["resolution"]
+    fid_rows = {name: _fmt(quality[name]["fid"]) if "fid" in quality[name] else "not measured"
+                for name in ("teacher", "student", "student_float16")}
+    source = dataset["source"]
+    data_line = ("the procedural synthetic face dataset of this pipeline (`prepare`, "
+                 "`source: synthetic`): drawn faces, not photographs of people"
+                 if source == "synthetic" else f"the face images at `{source}`")
+    dirty = " (with uncommitted changes to the sources)" if origin["git_dirty"] else ""
+    lines = [
+        f"# Model card: {config.name}", "",
+        "## Model", "",
+        f"A BlazeStyleGAN generator (Jia et al., CVPRW 2023) at {r}x{r}: a StyleGAN2 mapping "
+        "network and synthesis blocks at a quarter of the teacher's feature resolution with "
+        "activation modulation, distilled from a StyleGAN2 teacher with a multi-scale perceptual "
+        "loss and an adversarial loss on real images; only the last RGB head is kept. "
+        f"{size['params'] / 1e6:.3f} M parameters, {size['gflops']:.4f} GFLOPs per image "
+        "(2 x MACs, mapping network included).", "",
+        "| file | precision | input | output |", "| --- | --- | --- | --- |",
+        *(f"| `{m}.tflite` | {m.split('_')[1]} | `{card['input']['name']}` "
+          f"{tuple(card['input']['shape'])} {card['input']['dtype']}, {card['input']['latent']} ~ "
+          f"N(0, I) | {tuple(card['output']['shape'])} {card['output']['layout']}, RGB in [-1, 1] |"
+          for m in MODELS), "",
+        f"Output to pixels: {card['output']['normalization']}. Tensors are looked up by index "
+        "(the JSON beside each model gives index, name, shape and dtype).", "",
+        "## Intended use and limits", "",
+        "Intended for on-device face image generation research and for benchmarking mobile "
+        "generators. It generates images of faces that do not exist; it must not be used to "
+        "impersonate real people or to make deceptive media. Its quality is bounded by its "
+        f"teacher and its training data ({data_line}); it reproduces their biases and covers "
+        "only aligned, frontal, centred faces. It has not been evaluated for fairness across "
+        "demographic groups.", "",
+        "## Training data", "",
+        f"{dataset['count']} images at {dataset['resolution']}x{dataset['resolution']}, "
+        f"source `{source}`, manifest SHA-256 `{dataset['manifest_sha256']}` (the list of every "
+        "image file and its hash, `data/prepared/manifest.csv` in the pipeline).", "",
+        "## Metrics", "",
+        f"Measured by the pipeline's `evaluate` stage on {evaluation['samples']} images from "
+        "fixed latents, the same for every model, against a fixed set of real images. SWD: "
+        "sliced Wasserstein distance x 1e3 on Laplacian pyramids (ProGAN), mean over levels. "
+        "FID: InceptionV3 pool3 via torchmetrics, only with the standard weights. PSNR / SSIM: "
+        "against the teacher on the same latents.", "",
+        "| model | SWD | FID | PSNR vs teacher (dB) | SSIM vs teacher |",
+        "| --- | --- | --- | --- | --- |",
+        f"| teacher (PyTorch) | {_fmt(quality['teacher']['swd_mean'])} | {fid_rows['teacher']} | - | - |",
+        f"| student (PyTorch) | {_fmt(quality['student']['swd_mean'])} | {fid_rows['student']} | "
+        f"{_fmt(sim['student_vs_teacher']['psnr_db'])} | {_fmt(sim['student_vs_teacher']['ssim'], 4)} |",
+        f"| student float16 TFLite | {_fmt(quality['student_float16']['swd_mean'])} | "
+        f"{fid_rows['student_float16']} | {_fmt(sim['student_float16_vs_teacher']['psnr_db'])} | "
+        f"{_fmt(sim['student_float16_vs_teacher']['ssim'], 4)} |", "",
+        f"Conversion (fixed latents, LiteRT vs PyTorch): float32 max abs error "
+        f"{conversion['float32']['max_abs_error_vs_pytorch']:.2g}, float16 PSNR "
+        f"{_fmt(conversion['float16']['psnr_db_vs_pytorch_min'], 1)} dB on the worst image.", "",
+        f"Latency (LiteRT with XNNPACK, batch 1, {lat['threads']} threads, mean of "
+        f"{lat['student']['litert_float16']['runs']} runs after warm-up, on the machine that "
+        "built this release, whose float32 sgemm peak was "
+        f"{_fmt(lat['peak_sgemm_gflops'], 1)} GFLOP/s): float16 "
+        f"{lat['student']['litert_float16']['mean_ms']:.3f} ms, float32 "
+        f"{lat['student']['litert_float32']['mean_ms']:.3f} ms (teacher float16: "
+        f"{lat['teacher']['litert_float16']['mean_ms']:.3f} ms).", "",
+        "## Provenance", "",
+        f"- git commit: `{origin['git_commit']}`{dirty}",
+        f"- params SHA-256 (sections {', '.join(origin['params_sections'])}): "
+        f"`{origin['params_sha256']}`",
+        f"- dataset manifest SHA-256: `{dataset['manifest_sha256']}`",
+        f"- licence: {config.license}",
+        "- the exact params: `params.yaml` in this bundle; all metrics: `metrics.json`", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_sums(root: Path) -> None:
+    files = sorted(p.name for p in root.iterdir() if p.is_file() and p.name != SUMS)
+    write_text(root / SUMS, "".join(f"{sha256_file(root / f)}  {f}\n" for f in files))
+
+
+def write_zip(root: Path, path: Path, folder: str) -> None:
+    """Zip ``root``'s files under ``folder``, with fixed timestamps."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(root.iterdir()):
+            info = zipfile.ZipInfo(f"{folder}/{file.name}", date_time=ZIP_TIME)
+            info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+            archive.writestr(info, file.read_bytes())
+
+
+def build_bundle(config: BundleConfig, params_path: Path, tflite_dir: Path, evaluation_path: Path,
+                 conversion_path: Path, dataset_dir: Path, out_dir: Path, zip_path: Path) -> dict:
+    """Write the release directory ``out_dir`` (replaced whole) and ``zip_path``."""
+    for model in MODELS:
+        for suffix in (".tflite", ".json"):
+            if not (tflite_dir / f"{model}{suffix}").is_file():
+                raise PipelineError(f"{tflite_dir / (model + suffix)}: missing; run convert_tflite")
+    card = _read_json(tflite_dir / "student_float16.json")
+    evaluation, conversion = _read_json(evaluation_path), _read_json(conversion_path)
+    dataset = _read_json(dataset_dir / "dataset.json")
+    read_yaml(params_path)  # fails clearly on a broken params file before anything is written
+    origin = provenance(params_path)
+    with atomic_path(out_dir, directory=True) as tmp:
+        for model in MODELS:
+            for suffix in (".tflite", ".json"):
+                shutil.copyfile(tflite_dir / f"{model}{suffix}", tmp / f"{model}{suffix}")
+        shutil.copyfile(params_path, tmp / "params.yaml")
+        write_json(tmp / "metrics.json", {"evaluate": evaluation,
+                                          "convert_tflite": conversion["student"]})
+        write_text(tmp / "MODEL_CARD.md", model_card(config, card, evaluation,
+                                                     conversion["student"], dataset, origin))
+        write_sums(tmp)
+    write_zip(out_dir, zip_path, config.name)
+    log.info("release %s: %s and %s", config.name, out_dir, zip_path)
+    return {"files": sorted(p.name for p in out_dir.iterdir()), "zip_bytes": zip_path.stat().st_size}
+
+
+def verify_bundle(zip_path: str | Path) -> dict[str, Any]:
+    """Unpack a release zip to a temporary directory, check it against ``SHA256SUMS`` (every
+    file listed, every digest equal), then load the float16 model in LiteRT and run it once.
+    Raises :class:`BundleError`; returns a summary."""
+    from pipeline.export.tflite import run_tflite
+
+    zip_path = Path(zip_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                archive.extractall(tmp)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise BundleError(f"{zip_path}: not a readable zip: {e}") from None
+        roots = [p for p in Path(tmp).iterdir() if p.is_dir()]
+        if len(roots) != 1 or not (roots[0] / SUMS).is_file():
+            raise BundleError(f"{zip_path}: expected one folder with a {SUMS} file")
+        root = roots[0]
+        listed = {}
+        for line in (root / SUMS).read_text().splitlines():
+            digest, _, name = line.partition("  ")
+            listed[name] = digest
+        present = {p.name for p in root.iterdir() if p.name != SUMS}
+        if present != set(listed):
+            raise BundleError(f"{zip_path}: files {sorted(present ^ set(listed))} are in the "
+                              f"bundle or in {SUMS} but not both")
+        for name, digest in listed.items():
+            actual = hashlib.sha256((root / name).read_bytes()).hexdigest()
+            if actual != digest:
+                raise BundleError(f"{zip_path}: {name} has SHA-256 {actual}, {SUMS} says {digest}")
+        card = _read_json(root / "student_float16.json")
+        latent = np.random.default_rng(0).standard_normal(card["input"]["shape"]).astype(np.float32)
+        image = run_tflite(root / "student_float16.tflite", latent)
+        if list(image.shape) != card["output"]["shape"] or not np.isfinite(image).all():
+            raise BundleError(f"{zip_path}: student_float16.tflite gave {image.shape} "
+                              f"(finite: {bool(np.isfinite(image).all())}), its JSON declares "
+                              f"{card['output']['shape']}")
+    return {"files": sorted(listed), "output_shape": list(image.shape),
+            "output_range": [float(image.min()), float(image.max())]}
