@@ -1,5 +1,5 @@
-"""Where an artifact came from: the git commit of the code, whether that code had local changes,
-and a hash of the params that produced it. Recorded in the interface JSON of each exported model
+"""Where an artifact came from: the git commit the producing run started from, whether the code
+had changes not in that commit, and a hash of the params that produced it. Recorded in the interface JSON of each exported model
 and in the release's model card."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pipeline.errors import ConfigError
 MODEL_SECTIONS = ("prepare", "train_teacher", "distill", "strip_heads", "export_onnx",
                   "simplify_onnx", "convert_tflite")
 
-# What defines the models besides data: code, pipeline definition, params, pinned dependencies.
-# Changes elsewhere (e.g. DVC rewriting dvc.lock or the metrics during `dvc repro`) are not local
-# changes to the source.
-SOURCE_PATHS = ("pipeline", "stages", "dvc.yaml", "params.yaml", "pyproject.toml")
+# The code that defines the models: library, stages, pipeline definition, pinned dependencies.
+# Params are not in it (params_sha256 pins them exactly, and `dvc exp run -S` changes them by
+# design); nor is what DVC rewrites during `dvc repro` (dvc.lock, metrics).
+CODE_PATHS = ("pipeline", "stages", "dvc.yaml", "pyproject.toml")
 
 
 def _git(*args: str, cwd: Path) -> str | None:
@@ -34,14 +34,14 @@ def _git(*args: str, cwd: Path) -> str | None:
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, Any]:
-    """{"git_commit": HEAD's sha, "git_dirty": whether :data:`SOURCE_PATHS` differ from it};
-    both None outside a git repository."""
+    """{"git_commit": HEAD's sha, "code_dirty": whether :data:`CODE_PATHS` differ from it,
+    untracked files included}; None where git cannot tell (e.g. outside a repository)."""
     cwd = Path(cwd)
     commit = _git("rev-parse", "HEAD", cwd=cwd)
     if commit is None:
-        return {"git_commit": None, "git_dirty": None}
-    changes = _git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_PATHS, cwd=cwd)
-    return {"git_commit": commit, "git_dirty": bool(changes)}
+        return {"git_commit": None, "code_dirty": None}
+    changes = _git("--no-optional-locks", "status", "--porcelain", "--", *CODE_PATHS, cwd=cwd)
+    return {"git_commit": commit, "code_dirty": None if changes is None else bool(changes)}
 
 
 def params_sha256(params: str | Path, sections: tuple[str, ...] = MODEL_SECTIONS) -> str:

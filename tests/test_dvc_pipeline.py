@@ -105,7 +105,7 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     assert converted["student"]["float16"]["psnr_db_vs_pytorch_min"] >= 45.0
     card = json.loads((origin / "models/tflite/student_float16.json").read_text())
     commit = run(["git", "rev-parse", "HEAD"], origin).strip()
-    assert card["source"]["git_commit"] == commit and card["source"]["git_dirty"] is False
+    assert card["source"]["git_commit"] == commit and card["source"]["code_dirty"] is False
     evaluation = json.loads((origin / "metrics/evaluate.json").read_text())
     assert evaluation["latency"]["student"]["litert_float16"]["runs"] == 3
     assert set(evaluation["quality"]) == {"teacher", "student", "student_float16"}
@@ -150,9 +150,10 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     shown = json.loads(dvc("exp", "show", "--json", cwd=clone))
     assert "28" in json.dumps(shown)
     assert json.loads((clone / "dvclive/train_teacher/metrics.json").read_text())["step"] == 3
-    # Built from params that differ from the commit's: the card says so.
-    card = json.loads((clone / "models/tflite/student_float16.json").read_text())
-    assert card["source"]["git_dirty"] is True
+    # Built from other params than the commit's, with its code: the card says exactly that.
+    clone_card = json.loads((clone / "models/tflite/student_float16.json").read_text())
+    assert clone_card["source"]["code_dirty"] is False
+    assert clone_card["source"]["params_sha256"] != card["source"]["params_sha256"]
     assert "student.float16.psnr_db_vs_pytorch_mean" in diff["metrics/convert_tflite.json"]
 
 

@@ -72,6 +72,13 @@ def test_upfirdn2d_matches_a_direct_definition():
     assert upfirdn2d(x, make_kernel(), pad=(1, 1), down=2).shape == (1, 2, 2, 2)  # (5+2-3)/2
 
 
+def test_upfirdn2d_exports_the_same_values_with_4d_ops_only(monkeypatch):
+    x, k = torch.randn(2, 3, 5, 5), make_kernel() * 4
+    training = upfirdn2d(x, k, up=2, pad=(2, 1))
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    assert torch.equal(upfirdn2d(x, k, up=2, pad=(2, 1)), training)
+
+
 def test_minibatch_stddev_feature():
     x = torch.randn(8, 3, 4, 4)
     out = minibatch_stddev(x)

@@ -3,16 +3,19 @@ onnx-simplifier, onnx2tf, LiteRT), the gates, and the provenance recorded beside
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from pipeline.errors import ConfigError
 from pipeline.export.onnx_export import ExportedTeacher, export_onnx, simplify_onnx
-from pipeline.export.tflite import (ConversionMismatch, ConvertTfliteConfig, convert_generators,
-                                    convert_tflite, run_tflite)
+from pipeline.export.tflite import (ConversionFailed, ConversionMismatch, ConvertTfliteConfig,
+                                    convert_generators, convert_tflite, onnx_to_tflite,
+                                    output_layout, run_tflite)
 from pipeline.models.strip import INFERENCE_KIND
 from pipeline.models.stylegan2 import TEACHER_KIND, Generator
 from pipeline.provenance import git_state, params_sha256
@@ -24,7 +27,7 @@ pytestmark = pytest.mark.slow  # onnx2tf takes a few seconds per model
 
 CONFIG = ConvertTfliteConfig(check_latents=4, seed=0, max_abs_error=1e-4, min_psnr_db=45.0,
                              threads=1)
-PROVENANCE = {"git_commit": "0" * 40, "git_dirty": False, "params_sha256": "1" * 64}
+PROVENANCE = {"git_commit": "0" * 40, "code_dirty": False, "params_sha256": "1" * 64}
 
 
 def teacher(input_kind="z", layout="nhwc"):
@@ -97,6 +100,65 @@ def test_the_silently_wrong_conversion_is_refused_and_nothing_written(tmp_path):
     assert list(out.iterdir()) == []
 
 
+def test_the_float16_gate_refuses_below_its_psnr(tmp_path):
+    model = student("z", "nhwc")
+    latents = torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
+    source = to_onnx(model, tmp_path / "m.onnx", latents)
+    (tmp_path / "out").mkdir()
+    strict = CONFIG.model_copy(update={"min_psnr_db": 100.0})  # float16 never reaches the cap
+    with pytest.raises(ConversionMismatch, match="float16 TFLite: PSNR vs PyTorch .* dB on its "
+                                                 "worst image, below the tolerance 100 dB"):
+        convert_tflite("g", source, model, latents, tmp_path / "out", strict, PROVENANCE)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+class SixDimPad(nn.Module):
+    """Zero insertion by padding a 6-D view, as StyleGAN2's reference upfirdn2d does: onnx2tf
+    turns the 6-D Pad into a TensorFlow Select op (FlexPad) that mobile runtimes lack."""
+
+    def __init__(self):
+        super().__init__()
+        self.input, self.layout, self.linear = "z", "nchw", nn.Linear(16, 3 * 4 * 4)
+
+    def forward(self, z):
+        x = self.linear(z).reshape(-1, 3, 4, 1, 4, 1)
+        return torch.nn.functional.pad(x, [0, 1, 0, 0, 0, 1]).reshape(-1, 3, 8, 8)
+
+
+def test_a_model_needing_tensorflow_select_ops_is_refused(tmp_path):
+    onnx_path = tmp_path / "pad.onnx"
+    torch.onnx.export(SixDimPad().eval(), (torch.zeros(1, 16),), str(onnx_path), dynamo=True,
+                      external_data=False, input_names=["z"], verbose=False)
+    with pytest.raises(ConversionFailed, match=r"needs TensorFlow Select ops \(FlexPad\)"):
+        onnx_to_tflite(onnx_path, tmp_path)
+
+
+def test_an_onnx2tf_crash_is_reported_with_its_log(tmp_path, monkeypatch):
+    import onnx2tf
+    import onnx2tf.onnx2tf as onnx2tf_main
+
+    download, stdout = onnx2tf_main.download_test_image_data, sys.stdout
+
+    def crash(**kwargs):
+        print("\x1b[31mERROR:\x1b[0m the op that failed")
+        raise ValueError("unsupported op")
+
+    monkeypatch.setattr(onnx2tf, "convert", crash)
+    source = tmp_path / "m.onnx"
+    source.write_bytes(b"")
+    with pytest.raises(ConversionFailed, match="ValueError: unsupported op.*\nERROR: the op that "
+                                               "failed"):
+        onnx_to_tflite(source, tmp_path)
+    assert onnx2tf_main.download_test_image_data is download and sys.stdout is stdout
+
+
+def test_output_layout():
+    assert output_layout("g", [1, 16, 16, 3], (4, 16, 16, 3), "nhwc") == "nhwc"
+    assert output_layout("g", [1, 16, 16, 3], (4, 3, 16, 16), "nchw") == "nhwc"  # onnx2tf's
+    with pytest.raises(ConversionMismatch, match=r"output shape \[1, 16, 3, 16\], expected"):
+        output_layout("g", [1, 16, 3, 16], (4, 3, 16, 16), "nchw")
+
+
 def snapshots(tmp_path, input_kind="z", layout="nhwc"):
     student_model, teacher_model = student(input_kind, layout), teacher().generator
     save_snapshot(tmp_path / "student.pt", INFERENCE_KIND, student_model,
@@ -141,21 +203,24 @@ def test_params_hash_follows_values_not_formatting(tmp_path):
         params_sha256(path, sections)
 
 
-def test_git_state_sees_commits_and_source_changes_only(tmp_path):
-    assert git_state(tmp_path) == {"git_commit": None, "git_dirty": None}
+def test_git_state_sees_commits_and_code_changes_only(tmp_path):
+    assert git_state(tmp_path) == {"git_commit": None, "code_dirty": None}
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
                        cwd=tmp_path, check=True, capture_output=True)
 
     git("init", "-q")
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline/m.py").write_text("x = 1\n")
     (tmp_path / "params.yaml").write_text("a: 1\n")
     (tmp_path / "dvc.lock").write_text("x\n")
     git("add", "-A")
     git("commit", "-qm", "c")
     state = git_state(tmp_path)
-    assert len(state["git_commit"]) == 40 and state["git_dirty"] is False
-    (tmp_path / "dvc.lock").write_text("y\n")  # DVC's bookkeeping: not a source change
-    assert git_state(tmp_path)["git_dirty"] is False
-    (tmp_path / "params.yaml").write_text("a: 2\n")
-    assert git_state(tmp_path)["git_dirty"] is True
+    assert len(state["git_commit"]) == 40 and state["code_dirty"] is False
+    (tmp_path / "dvc.lock").write_text("y\n")  # DVC's bookkeeping
+    (tmp_path / "params.yaml").write_text("a: 2\n")  # pinned by params_sha256 instead
+    assert git_state(tmp_path)["code_dirty"] is False
+    (tmp_path / "pipeline/new.py").write_text("")  # code not in the commit, even untracked
+    assert git_state(tmp_path)["code_dirty"] is True

@@ -68,7 +68,7 @@ def model_card(config: BundleConfig, card: dict[str, Any], evaluation: dict[str,
     data_line = ("the procedural synthetic face dataset of this pipeline (`prepare`, "
                  "`source: synthetic`): drawn faces, not photographs of people"
                  if source == "synthetic" else f"the face images at `{source}`")
-    dirty = " (with uncommitted changes to the sources)" if origin["git_dirty"] else ""
+    dirty = " (with code changes not in that commit)" if origin["code_dirty"] else ""
     lines = [
         f"# Model card: {config.name}", "",
         "## Model", "",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import (ConversionMismatch, check_latents, inference_models,
                                          max_abs_error, run_onnx)
 from pipeline.io import atomic_path, sha256_file, write_json
-from pipeline.metrics.similarity import psnr
+from pipeline.metrics.similarity import PSNR_MAX_DB, psnr
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class ConvertTfliteConfig(StageConfig):
     check_latents: Annotated[int, pydantic.Field(ge=1)]  # a multiple of export_onnx.batch_size
     seed: int
     max_abs_error: Annotated[float, pydantic.Field(ge=0)]  # float32 TFLite vs PyTorch
-    min_psnr_db: Annotated[float, pydantic.Field(gt=0)]    # float16 TFLite vs PyTorch, every image
+    min_psnr_db: Annotated[float, pydantic.Field(gt=0, le=PSNR_MAX_DB)]  # float16 vs PyTorch, worst image
     threads: Annotated[int, pydantic.Field(ge=1)]          # LiteRT threads for the checks
 
 
@@ -72,19 +73,20 @@ def onnx_to_tflite(onnx_path: str | Path, out_dir: str | Path) -> dict[str, Path
     out_dir = Path(out_dir)
     source = out_dir / "model.onnx"
     shutil.copyfile(onnx_path, source)
-    tf_dir = out_dir / "saved_model"
+    tf_dir, log_path = out_dir / "saved_model", out_dir / "onnx2tf.log"
     download = onnx2tf_main.download_test_image_data
     onnx2tf_main.download_test_image_data = _offline_calibration_sample
     try:
         # Its progress and TensorFlow's saved-model listing go to a log file, kept for errors.
-        with open(out_dir / "onnx2tf.log", "w") as log_file, contextlib.redirect_stdout(log_file):
+        # (Not copy_onnx_input_output_names_to_tflite: with `flatc` installed it downloads a
+        # schema from GitHub; tensors are looked up by index anyway.)
+        with open(log_path, "w") as log_file, contextlib.redirect_stdout(log_file):
             onnx2tf.convert(input_onnx_file_path=str(source), output_folder_path=str(tf_dir),
-                            not_use_onnxsim=True, copy_onnx_input_output_names_to_tflite=True,
-                            non_verbose=True)
-    except SystemExit as e:  # onnx2tf reports conversion errors by sys.exit(1)
-        tail = (out_dir / "onnx2tf.log").read_text(errors="replace")[-2000:]
-        raise ConversionFailed(f"{onnx_path}: onnx2tf failed (exit status {e.code}); the end of "
-                               f"its log:\n{tail}") from None
+                            not_use_onnxsim=True, non_verbose=True)
+    except (SystemExit, Exception) as e:  # onnx2tf reports some errors by sys.exit(1)
+        what = f"exit status {e.code}" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
+        raise ConversionFailed(f"{onnx_path}: onnx2tf failed ({what}); the end of its log:\n"
+                               f"{_log_tail(log_path)}") from None
     finally:
         onnx2tf_main.download_test_image_data = download
     paths = {precision: tf_dir / f"model_{precision}.tflite" for precision in PRECISIONS}
@@ -100,17 +102,24 @@ def onnx_to_tflite(onnx_path: str | Path, out_dir: str | Path) -> dict[str, Path
     return paths
 
 
+def _log_tail(path: Path, chars: int = 2000) -> str:
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)[-chars:]  # without onnx2tf's colour codes
+
+
 def select_tf_ops(model: str | Path) -> set[str]:
     """Names of the TensorFlow Select ("Flex") ops in a TFLite model. They only run where the
     Flex delegate is linked in (e.g. in a process that imported TensorFlow, like this
     conversion), so a model that has any passes a check here and fails on device."""
     from ai_edge_litert.interpreter import Interpreter
 
+    # The op list is only exposed by this private method (no allocation needed, so it works on
+    # models that would fail to allocate without the Flex delegate).
     ops = Interpreter(model_path=str(model))._get_ops_details()
     return {op["op_name"] for op in ops if op["op_name"].startswith("Flex")}
 
 
-def _interpreter(model: str | Path, threads: int):
+def _interpreter(model: str | Path, threads: int):  # -> ai_edge_litert Interpreter
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model), num_threads=threads)
@@ -272,5 +281,7 @@ def convert_generators(student_path: str | Path, teacher_path: str | Path,
     models = inference_models(student_path, teacher_path)
     latents = check_latents(models, config.check_latents, config.seed, "convert_tflite")
     with atomic_path(out_dir, directory=True) as tmp:
-        return {name: convert_tflite(name, source, models[name], latents, tmp, config, provenance)
-                for name, source in (("student", student_onnx), ("teacher", teacher_onnx))}
+        metrics = {name: convert_tflite(name, source, models[name], latents, tmp, config,
+                                        provenance)
+                   for name, source in (("student", student_onnx), ("teacher", teacher_onnx))}
+    return metrics  # the directory is in place only now, when the block has exited
