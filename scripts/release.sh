@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 if [ "${RELEASE_VENV:-fresh}" != reuse ]; then
     python=${PYTHON:-python3.11}
     command -v "$python" >/dev/null || python=python3
+    rm -rf .venv
     "$python" -m venv .venv
     # shellcheck disable=SC1091
     . .venv/bin/activate

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from pipeline.config import load_config, log_config
+from pipeline.images import save_png
 from pipeline.io import write_json
 from pipeline.metrics.evaluate import EvaluateConfig, evaluate
 from pipeline.metrics.reference import FidConfig
@@ -36,12 +37,13 @@ def main(
         fid_config = load_config(params, "fid", FidConfig)
         log_config("evaluate", config)
         log_config("fid", fid_config)
-        results = evaluate(student, teacher, {"student": student_onnx, "teacher": teacher_onnx},
-                           tflite, reference, grid, config, fid_config)
+        results, samples = evaluate(student, teacher,
+                                    {"student": student_onnx, "teacher": teacher_onnx}, tflite,
+                                    reference, config, fid_config)
+        save_png(grid, samples)
         write_report(results, report, chart, grid)
         write_json(latency_plot, latency_rows(results))
-        reason = results.pop("fid_unavailable_reason")  # a sentence: in the report, not a metric
-        write_json(metrics, {**results, "fid_available": reason is None})
+        write_json(metrics, results)
 
 
 if __name__ == "__main__":

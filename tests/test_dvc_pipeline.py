@@ -113,8 +113,8 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     report = (origin / "reports/evaluate.md").read_text()
     assert "## Latency" in report and "![latency](../plots/evaluate/latency.png)" in report
     assert (origin / "plots/evaluate/samples.png").is_file()
-    card = (origin / "release/blazestylegan/MODEL_CARD.md").read_text()
-    assert commit in card and "## Intended use and limits" in card
+    model_card = (origin / "release/blazestylegan/MODEL_CARD.md").read_text()
+    assert commit in model_card and "## Intended use and limits" in model_card
     # A bundle whose model file was altered fails its check.
     tampered = tmp_path / "tampered.zip"
     with zipfile.ZipFile(origin / "release/blazestylegan.zip") as src, \

@@ -50,7 +50,8 @@ def test_frechet_distance_matches_an_independent_reference():
     assert reference_frechet(real, fake) > 1.0
     big = rng.standard_normal((200000, 2))
     closed = float(np.sum(np.array([1.0, -1.0]) ** 2) + 2 * (1 + 4 - 4))
-    assert reference_frechet(big, big * 2 + np.array([1.0, -1.0])) == pytest.approx(closed, rel=0.02)
+    shifted = big * 2 + np.array([1.0, -1.0])
+    assert reference_frechet(big, shifted) == pytest.approx(closed, rel=0.02)
 
     # Cached real statistics give the same distance in a fresh metric.
     restored = fid.fid_metric(feature=Features(dim))
@@ -195,4 +196,5 @@ def test_android_benchmark_commands_and_parsing(tmp_path):
     with pytest.raises(android.AndroidBenchmarkError, match="no 'Inference timings in us' line"):
         android.parse_benchmark_output("ERROR: Could not open '/data/local/tmp/x.tflite'.\n")
     with pytest.raises(android.AndroidBenchmarkError, match="binary not found"):
-        android.run_benchmark("R58M123", tmp_path / "m.tflite", tmp_path / "missing", 4, False, 1, 1)
+        android.run_benchmark("R58M123", tmp_path / "m.tflite", tmp_path / "missing", threads=4,
+                              use_gpu=False, warmup=1, runs=1)

@@ -24,7 +24,6 @@ import pydantic
 from pipeline.config import StageConfig, read_yaml
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, sha256_file, write_json, write_text
-from pipeline.provenance import provenance
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +61,10 @@ def model_card(config: BundleConfig, card: dict[str, Any], evaluation: dict[str,
     lat, quality = evaluation["latency"], evaluation["quality"]
     size, sim = evaluation["complexity"]["student"], evaluation["similarity"]
     r = card["resolution"]
-    fid_rows = {name: _fmt(quality[name]["fid"]) if "fid" in quality[name] else "not measured"
+    fid_rows = {name: _fmt(quality[name]["fid"]) if "fid" in quality[name] else "n/a"
                 for name in ("teacher", "student", "student_float16")}
+    reason = evaluation.get("fid_unavailable_reason")
+    fid_note = f" FID was not measured: {reason}." if reason else ""
     source = dataset["source"]
     data_line = ("the procedural synthetic face dataset of this pipeline (`prepare`, "
                  "`source: synthetic`): drawn faces, not photographs of people"
@@ -80,8 +81,8 @@ def model_card(config: BundleConfig, card: dict[str, Any], evaluation: dict[str,
         "(2 x MACs, mapping network included).", "",
         "| file | precision | input | output |", "| --- | --- | --- | --- |",
         *(f"| `{m}.tflite` | {m.split('_')[1]} | `{card['input']['name']}` "
-          f"{tuple(card['input']['shape'])} {card['input']['dtype']}, {card['input']['latent']} ~ "
-          f"N(0, I) | {tuple(card['output']['shape'])} {card['output']['layout']}, RGB in [-1, 1] |"
+          f"{tuple(card['input']['shape'])} {card['input']['dtype']}: {card['input']['meaning']} "
+          f"| {tuple(card['output']['shape'])} {card['output']['layout']}, RGB in [-1, 1] |"
           for m in MODELS), "",
         f"Output to pixels: {card['output']['normalization']}. Tensors are looked up by index "
         "(the JSON beside each model gives index, name, shape and dtype).", "",
@@ -101,12 +102,14 @@ def model_card(config: BundleConfig, card: dict[str, Any], evaluation: dict[str,
         "fixed latents, the same for every model, against a fixed set of real images. SWD: "
         "sliced Wasserstein distance x 1e3 on Laplacian pyramids (ProGAN), mean over levels. "
         "FID: InceptionV3 pool3 via torchmetrics, only with the standard weights. PSNR / SSIM: "
-        "against the teacher on the same latents.", "",
+        f"against the teacher on the same latents.{fid_note}", "",
         "| model | SWD | FID | PSNR vs teacher (dB) | SSIM vs teacher |",
         "| --- | --- | --- | --- | --- |",
-        f"| teacher (PyTorch) | {_fmt(quality['teacher']['swd_mean'])} | {fid_rows['teacher']} | - | - |",
+        f"| teacher (PyTorch) | {_fmt(quality['teacher']['swd_mean'])} | {fid_rows['teacher']} "
+        "| - | - |",
         f"| student (PyTorch) | {_fmt(quality['student']['swd_mean'])} | {fid_rows['student']} | "
-        f"{_fmt(sim['student_vs_teacher']['psnr_db'])} | {_fmt(sim['student_vs_teacher']['ssim'], 4)} |",
+        f"{_fmt(sim['student_vs_teacher']['psnr_db'])} | "
+        f"{_fmt(sim['student_vs_teacher']['ssim'], 4)} |",
         f"| student float16 TFLite | {_fmt(quality['student_float16']['swd_mean'])} | "
         f"{fid_rows['student_float16']} | {_fmt(sim['student_float16_vs_teacher']['psnr_db'])} | "
         f"{_fmt(sim['student_float16_vs_teacher']['ssim'], 4)} |", "",
@@ -121,7 +124,7 @@ def model_card(config: BundleConfig, card: dict[str, Any], evaluation: dict[str,
         f"{lat['student']['litert_float32']['mean_ms']:.3f} ms (teacher float16: "
         f"{lat['teacher']['litert_float16']['mean_ms']:.3f} ms).", "",
         "## Provenance", "",
-        f"- git commit: `{origin['git_commit']}`{dirty}",
+        f"- git commit the models were built from: `{origin['git_commit']}`{dirty}",
         f"- params SHA-256 (sections {', '.join(origin['params_sections'])}): "
         f"`{origin['params_sha256']}`",
         f"- dataset manifest SHA-256: `{dataset['manifest_sha256']}`",
@@ -156,7 +159,7 @@ def build_bundle(config: BundleConfig, params_path: Path, tflite_dir: Path, eval
     evaluation, conversion = _read_json(evaluation_path), _read_json(conversion_path)
     dataset = _read_json(dataset_dir / "dataset.json")
     read_yaml(params_path)  # fails clearly on a broken params file before anything is written
-    origin = provenance(params_path)
+    origin = card["source"]  # recorded when the models were built, not now
     with atomic_path(out_dir, directory=True) as tmp:
         for model in MODELS:
             for suffix in (".tflite", ".json"):
@@ -169,7 +172,8 @@ def build_bundle(config: BundleConfig, params_path: Path, tflite_dir: Path, eval
         write_sums(tmp)
     write_zip(out_dir, zip_path, config.name)
     log.info("release %s: %s and %s", config.name, out_dir, zip_path)
-    return {"files": sorted(p.name for p in out_dir.iterdir()), "zip_bytes": zip_path.stat().st_size}
+    return {"files": sorted(p.name for p in out_dir.iterdir()),
+            "zip_bytes": zip_path.stat().st_size}
 
 
 def verify_bundle(zip_path: str | Path) -> dict[str, Any]:
@@ -185,9 +189,10 @@ def verify_bundle(zip_path: str | Path) -> dict[str, Any]:
                 archive.extractall(tmp)
         except (OSError, zipfile.BadZipFile) as e:
             raise BundleError(f"{zip_path}: not a readable zip: {e}") from None
-        roots = [p for p in Path(tmp).iterdir() if p.is_dir()]
-        if len(roots) != 1 or not (roots[0] / SUMS).is_file():
-            raise BundleError(f"{zip_path}: expected one folder with a {SUMS} file")
+        roots = list(Path(tmp).iterdir())
+        if len(roots) != 1 or not roots[0].is_dir() or not (roots[0] / SUMS).is_file():
+            raise BundleError(f"{zip_path}: expected one folder with a {SUMS} file and nothing "
+                              f"else at the top level")
         root = roots[0]
         listed = {}
         for line in (root / SUMS).read_text().splitlines():

@@ -221,7 +221,8 @@ def simplify_generators(student_onnx: str | Path, teacher_onnx: str | Path,
                         config: SimplifyOnnxConfig) -> dict:
     """:func:`simplify_onnx` on the student and the teacher, on standard normal check latents
     (the comparison is between two graphs of the same function)."""
-    return {name: simplify_onnx(source, out, onnx_latents(source, config.check_latents, config.seed),
+    return {name: simplify_onnx(source, out,
+                                onnx_latents(source, config.check_latents, config.seed),
                                 config.max_abs_error)
             for name, source, out in (("student", student_onnx, student_out),
                                       ("teacher", teacher_onnx, teacher_out))}

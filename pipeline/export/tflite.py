@@ -4,10 +4,11 @@ float16 is the standard post-training float16 quantization: weights stored as fp
 dequantized at load time (on XNNPACK and GPU delegates) or per op, inputs and outputs stay float32.
 Both files come from one onnx2tf run.
 
-Converters have returned success with silently wrong outputs (onnx2tf: PSNR 28 dB on a noise
-constant stored as (1, H, W); docs/dependencies.md), so every model is run on LiteRT on fixed
-latents and compared with the PyTorch model it comes from: fp32 by max abs error, fp16 by PSNR.
-Beyond the tolerances nothing is written. TFLite tensor names differ from the ONNX ones, so tensors
+Converters have returned success with silently wrong outputs (onnx2tf with a noise constant
+stored as (1, H, W); docs/dependencies.md), so every model is run on LiteRT on fixed latents and
+compared with the PyTorch model it comes from: fp32 by max abs error, fp16 by PSNR. A model that
+needs TensorFlow Select ("Flex") ops is refused: it only runs where TensorFlow is loaded. Beyond
+the tolerances nothing is written. TFLite tensor names differ from the ONNX ones, so tensors
 are looked up by index (the generators have one input and one output) and the interface JSON
 beside each model records the names as converted.
 """
@@ -46,7 +47,8 @@ class ConvertTfliteConfig(StageConfig):
     check_latents: Annotated[int, pydantic.Field(ge=1)]  # a multiple of export_onnx.batch_size
     seed: int
     max_abs_error: Annotated[float, pydantic.Field(ge=0)]  # float32 TFLite vs PyTorch
-    min_psnr_db: Annotated[float, pydantic.Field(gt=0, le=PSNR_MAX_DB)]  # float16 vs PyTorch, worst image
+    # float16 TFLite vs PyTorch, on the worst check image (at most the PSNR cap)
+    min_psnr_db: Annotated[float, pydantic.Field(gt=0, le=PSNR_MAX_DB)]
     threads: Annotated[int, pydantic.Field(ge=1)]          # LiteRT threads for the checks
 
 
@@ -57,7 +59,8 @@ class ConversionFailed(PipelineError):
 def _offline_calibration_sample() -> np.ndarray:
     """Stands in for ``onnx2tf.onnx2tf.download_test_image_data``, which downloads 20 MS-COCO
     images from GitHub. onnx2tf only runs them through the model as dummy inputs (when every
-    input is an NHWC image); deterministic noise in [0, 1] of the same shape does the same offline."""
+    input is an NHWC image); deterministic noise in [0, 1] of the same shape does the same
+    offline."""
     return np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
 
 
@@ -172,11 +175,13 @@ def output_layout(name: str, tflite_shape: list[int], pytorch_shape: tuple[int, 
     turns an NCHW output into NHWC (TensorFlow's layout). Anything else is a mismatch."""
     if tuple(tflite_shape[1:]) == pytorch_shape[1:]:
         return layout
-    nhwc = (pytorch_shape[2], pytorch_shape[3], pytorch_shape[1]) if len(pytorch_shape) == 4 else None
+    nhwc = ((pytorch_shape[2], pytorch_shape[3], pytorch_shape[1]) if len(pytorch_shape) == 4
+            else None)
     if layout == "nchw" and tuple(tflite_shape[1:]) == nhwc:
         return "nhwc"
     raise ConversionMismatch(f"{name} TFLite: output shape {tflite_shape}, expected "
-                             f"{[tflite_shape[0], *pytorch_shape[1:]]} (PyTorch, {layout.upper()}); "
+                             f"{[tflite_shape[0], *pytorch_shape[1:]]} "
+                             f"(PyTorch, {layout.upper()}); "
                              f"nothing written")
 
 
@@ -213,8 +218,10 @@ def check_tflite(name: str, paths: dict[str, Path], expected: np.ndarray, onnx_o
 
 
 def interface_card(tflite_path: Path, precision: str, model: nn.Module, layout: str,
-                   onnx_path: str | Path, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The JSON written beside a model: what goes in, what comes out, where it came from."""
+                   onnx_path: str | Path, provenance: dict[str, Any],
+                   verified: dict[str, Any]) -> dict[str, Any]:
+    """The JSON written beside a model: what goes in, what comes out, how it was checked, where
+    it came from."""
     tensors = tensor_interface(tflite_path)
     latent = ("z: standard normal noise, one row per image" if model.input == "z" else
               "w: an intermediate latent (the mapping network's output, e.g. from an encoder)")
@@ -224,11 +231,15 @@ def interface_card(tflite_path: Path, precision: str, model: nn.Module, layout: 
         "weights": "float16, dequantized at load time" if precision == "float16" else "float32",
         "resolution": model.config.resolution,
         "input": {**tensors["input"], "latent": model.input, "meaning": latent,
-                  "range": "unbounded (standard normal)" if model.input == "z" else "unbounded"},
-        "output": {**tensors["output"], "layout": layout.upper(), "channels": "RGB", "range": [-1.0, 1.0],
+                  "distribution": "standard_normal" if model.input == "z" else "mapped",
+                  "range": None},
+        "output": {**tensors["output"], "layout": layout.upper(), "channels": "RGB",
+                   "range": [-1.0, 1.0],
                    "normalization": "uint8 = clip(round((x + 1) * 127.5), 0, 255); values "
                                     "slightly outside [-1, 1] occur and are clipped"},
-        "source": {**provenance, "onnx": Path(onnx_path).name, "onnx_sha256": sha256_file(onnx_path),
+        "verified": verified,
+        "source": {**provenance, "onnx": Path(onnx_path).name,
+                   "onnx_sha256": sha256_file(onnx_path),
                    "tflite_sha256": sha256_file(tflite_path)},
     }
 
@@ -261,10 +272,16 @@ def convert_tflite(name: str, onnx_path: str | Path, model: nn.Module, latents: 
         for precision, path in paths.items():
             target = out_dir / f"{name}_{precision}.tflite"
             shutil.copyfile(path, target)
-            write_json(target.with_suffix(".json"),
-                       interface_card(target, precision, model, layout, onnx_path, provenance))
-    log.info("%s: float32 max abs error %.3g, float16 PSNR %.1f dB (worst image) vs PyTorch", name,
-             metrics["float32"]["max_abs_error_vs_pytorch"], metrics["float16"]["psnr_db_vs_pytorch_min"])
+            verified = {"against": "PyTorch, LiteRT with XNNPACK on x86-64",
+                        "latents": len(latents), **metrics[precision],
+                        **({"tolerance_max_abs_error": config.max_abs_error}
+                           if precision == "float32" else
+                           {"tolerance_min_psnr_db": config.min_psnr_db})}
+            write_json(target.with_suffix(".json"), interface_card(
+                target, precision, model, layout, onnx_path, provenance, verified))
+    log.info("%s: float32 max abs error %.3g, float16 PSNR %.1f dB (worst image) vs PyTorch",
+             name, metrics["float32"]["max_abs_error_vs_pytorch"],
+             metrics["float16"]["psnr_db_vs_pytorch_min"])
     return metrics
 
 

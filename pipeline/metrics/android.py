@@ -3,7 +3,8 @@
 The model and the benchmark binary (built for the phone's ABI, e.g. TensorFlow's
 ``android_aarch64_benchmark_model``) are pushed to ``/data/local/tmp``, the binary runs there with
 the requested threads (and the GPU delegate if asked), and its summary line
-``Inference timings in us: Init: ..., First inference: ..., Warmup (avg): ..., Inference (avg): ...``
+``Inference timings in us: Init: ..., First inference: ..., Warmup (avg): ...,
+Inference (avg): ...``
 is parsed, with the per-run statistics line (``count=... min=... max=... avg=... std=...``)
 that follows the timed runs.
 """
@@ -68,12 +69,13 @@ def parse_benchmark_output(text: str) -> dict[str, float]:
 
 
 def run_benchmark(serial: str, model: str | Path, binary: str | Path, threads: int,
-                  use_gpu: bool, warmup: int, runs: int, timeout_s: float = 600) -> dict[str, float]:
+                  use_gpu: bool, warmup: int, runs: int, adb: str = "adb",
+                  timeout_s: float = 600) -> dict[str, float]:
     """Run :func:`benchmark_commands` and parse the timings."""
     if not Path(binary).is_file():
         raise AndroidBenchmarkError(f"{binary}: benchmark_model binary not found")
     output = ""
-    for command in benchmark_commands(serial, model, binary, threads, use_gpu, warmup, runs):
+    for command in benchmark_commands(serial, model, binary, threads, use_gpu, warmup, runs, adb):
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired) as e:

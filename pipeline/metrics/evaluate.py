@@ -16,6 +16,7 @@ deployed student, on this machine (and optionally a phone).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,7 @@ from pipeline.config import StageConfig
 from pipeline.errors import ConfigError
 from pipeline.export.onnx_export import check_latents, inference_models
 from pipeline.export.tflite import run_tflite
-from pipeline.images import make_grid, save_png, to_uint8
+from pipeline.images import make_grid, to_uint8
 from pipeline.metrics import android, fid, latency, swd
 from pipeline.metrics.complexity import count_flops, count_parameters
 from pipeline.metrics.reference import FidConfig, Reference, fid_weights
@@ -43,12 +44,16 @@ PRECISIONS = ("float16", "float32")
 
 
 class LatencyConfig(StageConfig):
+    """``evaluate.latency``: the timing protocol, the same for every runtime."""
+
     threads: PositiveInt   # CPU threads of every runtime
     warmup: Annotated[int, pydantic.Field(ge=0)]
     runs: PositiveInt      # timed runs, one image each (the paper: 50)
 
 
 class AndroidConfig(StageConfig):
+    """``evaluate.android``: the optional on-phone benchmark."""
+
     serial: str | None             # adb serial of the phone; null: no on-device benchmark
     benchmark_model: str | None    # TFLite benchmark_model binary for the phone's ABI
     threads: PositiveInt
@@ -59,7 +64,7 @@ class AndroidConfig(StageConfig):
 class EvaluateConfig(StageConfig):
     """The ``evaluate`` section of params.yaml."""
 
-    samples: PositiveInt       # generated images per model (at most reference_stats.images)
+    samples: Annotated[int, pydantic.Field(ge=2)]  # images per model (<= reference_stats.images)
     seed: int
     batch_size: PositiveInt
     grid_latents: PositiveInt  # columns of the teacher | student | student float16 grid
@@ -67,10 +72,13 @@ class EvaluateConfig(StageConfig):
     android: AndroidConfig
 
     @pydantic.model_validator(mode="after")
-    def _android_complete(self):
+    def _consistent(self):
         if self.android.serial is not None and self.android.benchmark_model is None:
             raise ValueError("android.serial is set: android.benchmark_model must name the "
                              "benchmark_model binary")
+        if self.grid_latents > self.samples:
+            raise ValueError(f"grid_latents ({self.grid_latents}) is larger than samples "
+                             f"({self.samples})")
         return self
 
 
@@ -83,6 +91,14 @@ def complexity(models: dict[str, nn.Module], latent: torch.Tensor) -> dict[str, 
 def measure_latency(models: dict[str, nn.Module], onnx_paths: dict[str, Path], tflite_dir: Path,
                     flops: dict[str, float], config: LatencyConfig) -> dict[str, Any]:
     """Latency of every model on every runtime, the sgemm peak, and achieved GFLOP/s."""
+    threads = torch.get_num_threads()
+    try:
+        return _measure_latency(models, onnx_paths, tflite_dir, flops, config)
+    finally:
+        torch.set_num_threads(threads)  # the PyTorch runs set it process-wide
+
+
+def _measure_latency(models, onnx_paths, tflite_dir, flops, config):
     peak = latency.sgemm_peak_gflops(config.threads)
     results: dict[str, Any] = {"peak_sgemm_gflops": peak, "threads": config.threads}
     for name, model in models.items():
@@ -104,22 +120,24 @@ def measure_latency(models: dict[str, nn.Module], onnx_paths: dict[str, Path], t
 def android_latency(tflite_dir: Path, config: AndroidConfig, latency_config: LatencyConfig) -> dict:
     return {f"{name}_{p}": android.run_benchmark(
                 config.serial, tflite_dir / f"{name}_{p}.tflite", config.benchmark_model,
-                config.threads, config.use_gpu, latency_config.warmup, latency_config.runs)
+                config.threads, config.use_gpu, latency_config.warmup, latency_config.runs,
+                config.adb)
             for name in GENERATORS for p in PRECISIONS}
 
 
 def generate(models: dict[str, nn.Module], tflite_dir: Path, latents: torch.Tensor,
              batch_size: int) -> dict[str, torch.Tensor]:
-    """Images (N, 3, R, R) in the models' range of the teacher, the student and the deployed
-    student (float16 TFLite), on the same latents."""
+    """Images (N, 3, R, R), quantized to 8 bits as an app displays them, of the teacher, the
+    student and the deployed student (float16 TFLite), on the same latents."""
     images = {}
     with torch.no_grad():
         for name in GENERATORS:
             out = torch.cat([models[name](chunk) for chunk in latents.split(batch_size)])
             images[name] = out.permute(0, 3, 1, 2) if models[name].layout == "nhwc" else out
     deployed = torch.from_numpy(run_tflite(tflite_dir / "student_float16.tflite", latents.numpy()))
-    images["student_float16"] = deployed.permute(0, 3, 1, 2)  # TFLite outputs are NHWC
-    return {name: image.float().contiguous() for name, image in images.items()}
+    layout = json.loads((tflite_dir / "student_float16.json").read_text())["output"]["layout"]
+    images["student_float16"] = deployed.permute(0, 3, 1, 2) if layout == "NHWC" else deployed
+    return {name: fid.to_uint8(image).float() / 127.5 - 1 for name, image in images.items()}
 
 
 def similarity(images: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
@@ -128,8 +146,9 @@ def similarity(images: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
              "student_float16_vs_student": ("student_float16", "student")}
     result = {}
     for key, (a, b) in pairs.items():
-        x, y = images[a].clamp(-1, 1), images[b].clamp(-1, 1)
-        result[key] = {"psnr_db": float(psnr(x, y).mean()), "ssim": float(ssim_per_image(x, y).mean())}
+        x, y = images[a], images[b]
+        result[key] = {"psnr_db": float(psnr(x, y).mean()),
+                       "ssim": float(ssim_per_image(x, y).mean())}
     return result
 
 
@@ -137,7 +156,7 @@ def quality(images: dict[str, torch.Tensor], reference: Reference, weights: Path
             fid_config: FidConfig, seed: int) -> dict[str, dict[str, float]]:
     """SWD (and FID when available) of each image set against the reference set."""
     count = len(next(iter(images.values())))
-    real = reference.images[:count].float() / 127.5 - 1
+    real = reference.images[:count].float() / 127.5 - 1  # quantized like the generated ones
     distances = swd.SWD(swd.level_descriptors(real, seed), seed)
     metric = None
     if weights is not None:
@@ -145,7 +164,7 @@ def quality(images: dict[str, torch.Tensor], reference: Reference, weights: Path
         fid.restore_real_statistics(metric, reference.fid_stats)
     result = {}
     for name, generated in images.items():
-        result[name] = distances.distance(swd.level_descriptors(generated.clamp(-1, 1), seed))
+        result[name] = distances.distance(swd.level_descriptors(generated, seed))
         if metric is not None:
             result[name]["fid"] = fid.frechet_distance_to_real(
                 metric, generated.split(fid_config.batch_size))
@@ -154,21 +173,41 @@ def quality(images: dict[str, torch.Tensor], reference: Reference, weights: Path
 
 def comparison_grid(images: dict[str, torch.Tensor], columns: int) -> np.ndarray:
     """Rows: teacher, student, student float16 TFLite; columns: the same latents."""
-    rows = [to_uint8(images[name][:columns].clamp(-1, 1))
+    rows = [to_uint8(images[name][:columns])
             for name in ("teacher", "student", "student_float16")]
     return make_grid(np.concatenate(rows), columns=columns)
 
 
-def evaluate(student_path: Path, teacher_path: Path, onnx_paths: dict[str, Path], tflite_dir: Path,
-             reference_dir: Path, grid_path: Path, config: EvaluateConfig,
-             fid_config: FidConfig) -> dict[str, Any]:
-    """Every measurement of the stage; writes the comparison grid to ``grid_path``."""
-    reference = Reference(reference_dir)
+def check_inputs(reference: Reference, models: dict[str, nn.Module], tflite_dir: Path,
+                 config: EvaluateConfig) -> None:
+    """Fail early, naming the setting, on inputs that cannot be evaluated together."""
     if config.samples > reference.summary["images"]:
         raise ConfigError(f"evaluate.samples ({config.samples}) is larger than the reference set "
                           f"({reference.summary['images']} images): lower it or raise "
                           f"reference_stats.images")
+    resolution = models["student"].config.resolution
+    if reference.summary["resolution"] != resolution:
+        raise ConfigError(f"the reference set is at {reference.summary['resolution']} px, the "
+                          f"generators at {resolution} px: re-run reference_stats")
+    for name in GENERATORS:
+        card = json.loads((tflite_dir / f"{name}_float16.json").read_text())
+        if card["input"]["shape"][0] != 1:
+            raise ConfigError(f"{tflite_dir / name}_float16.tflite has batch "
+                              f"{card['input']['shape'][0]}: latency is measured per image, "
+                              f"export with export_onnx.batch_size 1")
+
+
+def evaluate(student_path: Path, teacher_path: Path, onnx_paths: dict[str, Path], tflite_dir: Path,
+             reference_dir: Path, config: EvaluateConfig,
+             fid_config: FidConfig) -> tuple[dict[str, Any], np.ndarray]:
+    """Every measurement of the stage, and the teacher | student | student float16 grid."""
+    reference = Reference(reference_dir)
     models = inference_models(student_path, teacher_path)
+    check_inputs(reference, models, tflite_dir, config)
+    weights, reason = fid_weights(fid_config)  # first: a bad weights file fails before timing
+    if weights is not None and reference.fid_stats is None:
+        weights, reason = None, "the reference set has no FID statistics; re-run reference_stats"
+    reference.check_weights(weights)
     latents = check_latents(models, config.samples, config.seed, "evaluate")
     size = complexity(models, latents)
     flops = {name: size[name]["gflops"] * 1e9 for name in models}
@@ -177,14 +216,9 @@ def evaluate(student_path: Path, teacher_path: Path, onnx_paths: dict[str, Path]
                                                           config.latency)}
     if config.android.serial is not None:
         results["android"] = android_latency(tflite_dir, config.android, config.latency)
-    weights, reason = fid_weights(fid_config)
-    if weights is not None and reference.fid_stats is None:
-        weights, reason = None, "the reference set has no FID statistics; re-run reference_stats"
-    reference.check_weights(weights)
     images = generate(models, tflite_dir, latents, config.batch_size)
     results["similarity"] = similarity(images)
     results["quality"] = quality(images, reference, weights, fid_config, config.seed)
     results["samples"] = config.samples
     results["fid_unavailable_reason"] = reason
-    save_png(grid_path, comparison_grid(images, config.grid_latents))
-    return results
+    return results, comparison_grid(images, config.grid_latents)

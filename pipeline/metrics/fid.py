@@ -102,7 +102,9 @@ def fid_metric(weights: Path | None = None, feature: nn.Module | None = None):
 
     if feature is not None:
         return FrechetInceptionDistance(feature=feature, reset_real_features=False)
-    return FrechetInceptionDistance(feature=FEATURES, reset_real_features=False,
+    # antialias=False: torch-fidelity's resize, which replicates TensorFlow 1.x's bilinear resize
+    # of the reference implementation (torchmetrics' default, antialias=True, differs from it).
+    return FrechetInceptionDistance(feature=FEATURES, reset_real_features=False, antialias=False,
                                     feature_extractor_weights_path=str(weights))
 
 

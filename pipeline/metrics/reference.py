@@ -51,7 +51,9 @@ class ReferenceStatsConfig(StageConfig):
 def fid_weights(config: FidConfig) -> tuple[Path | None, str | None]:
     """(checked weights path, None) or (None, the reason FID is unavailable)."""
     try:
-        return fid.resolve_weights(config.weights, config.allow_download, config.weights_sha256), None
+        weights = fid.resolve_weights(config.weights, config.allow_download,
+                                      config.weights_sha256)
+        return weights, None
     except fid.WeightsUnavailable as e:
         log.warning("FID unavailable: %s", e)
         return None, str(e)

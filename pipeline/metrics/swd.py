@@ -33,7 +33,8 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
                     groups=x.shape[1])
 
 
-def laplacian_pyramid(images: torch.Tensor, min_resolution: int = MIN_RESOLUTION) -> list[torch.Tensor]:
+def laplacian_pyramid(images: torch.Tensor,
+                      min_resolution: int = MIN_RESOLUTION) -> list[torch.Tensor]:
     """Levels of the Laplacian pyramid of (N, C, R, R) images, finest first; the last is the
     low-pass image at ``min_resolution``. Summing the upsampled levels gives the images back."""
     levels, current = [], images.float()
@@ -104,7 +105,8 @@ class SWD:
 
     def __init__(self, real: dict[int, torch.Tensor], seed: int, directions: int = DIRECTIONS):
         generator = torch.Generator().manual_seed(seed)
-        self.dirs = {r: random_directions(d.shape[1], directions, generator) for r, d in real.items()}
+        self.dirs = {r: random_directions(d.shape[1], directions, generator)
+                     for r, d in real.items()}
         self.real = {r: sorted_projections(d, self.dirs[r]) for r, d in real.items()}
 
     def distance(self, fake: dict[int, torch.Tensor]) -> dict[str, float]:
