@@ -1,6 +1,6 @@
 """Evaluation metrics: the Fréchet distance against an independent reference, the FID weights'
-resolution and safety checks, SWD on Laplacian pyramids, latency statistics, and the Android
-benchmark's commands and output parsing."""
+resolution and safety checks, SWD on Laplacian pyramids, latency statistics, the Android
+benchmark's commands and output parsing, the report's tables, and the bundle's input checks."""
 
 import pickle
 
@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.metrics import android, fid, latency, swd
+from pipeline.export.bundle import BundleConfig, build_bundle
+from pipeline.metrics import android, fid, latency, report, swd
 from pipeline.metrics.swd import SWD, laplacian_pyramid, level_descriptors
 
 
@@ -118,6 +119,10 @@ def test_fid_with_local_inception_weights(tmp_path, hub):
     torch.save(network.state_dict(), weights)
     path = fid.resolve_weights(weights, False, sha256=fid.sha256_file(weights))
     metric = fid.fid_metric(path)
+    # The features are torch-fidelity's own: its TensorFlow-1.x resize, not an antialiased one.
+    pixels = fid.to_uint8(torch.rand(2, 3, 32, 32) * 2 - 1)
+    reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(path))
+    assert torch.allclose(metric.inception(pixels).float(), reference(pixels)[0].float(), atol=1e-5)
     images = torch.rand(6, 3, 32, 32) * 2 - 1
     metric.update(fid.to_uint8(images), real=True)
     same = fid.frechet_distance_to_real(metric, [images[:3], images[3:]])
@@ -198,3 +203,56 @@ def test_android_benchmark_commands_and_parsing(tmp_path):
     with pytest.raises(android.AndroidBenchmarkError, match="binary not found"):
         android.run_benchmark("R58M123", tmp_path / "m.tflite", tmp_path / "missing", threads=4,
                               use_gpu=False, warmup=1, runs=1)
+
+
+def test_a_failed_download_is_unavailable_and_leaves_nothing(hub, monkeypatch):
+    def corrupt(url, dst, hash_prefix=None, progress=True):
+        with open(dst, "wb") as f:
+            f.write(b"truncated")
+        raise RuntimeError(f'invalid hash value (expected "{hash_prefix}", got "0badc0de")')
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", corrupt)
+    with pytest.raises(fid.WeightsUnavailable, match="could not be downloaded.*invalid hash"):
+        fid.resolve_weights(None, allow_download=True)
+    assert not hub.exists() or list(hub.iterdir()) == []
+
+
+def results(fid_value=None, phone=False):
+    """An evaluate result of the right shape, with made-up figures (report layout only)."""
+    timing = {"mean_ms": 1.0, "p50_ms": 0.9, "p90_ms": 1.2, "std_ms": 0.1, "runs": 50,
+              "achieved_gflops": 2.0, "fraction_of_peak": 0.02}
+    quality = {"swd_32": 10.0, "swd_16": 5.0, "swd_mean": 7.5,
+               **({"fid": fid_value} if fid_value is not None else {})}
+    out = {"complexity": {n: {"params": 1000, "gflops": 0.002} for n in ("teacher", "student")},
+           "latency": {"peak_sgemm_gflops": 100.0, "threads": 2,
+                       **{n: {r: timing for r in report.RUNTIMES} for n in ("teacher", "student")}},
+           "quality": {n: quality for n in ("teacher", "student", "student_float16")},
+           "similarity": {"student_vs_teacher": {"psnr_db": 20.0, "ssim": 0.6}},
+           "samples": 8,
+           "fid_unavailable_reason": None if fid_value is not None else "no weights offline"}
+    if phone:
+        out["android"] = {"student_float16": {"mean_ms": 0.41, "std_ms": 0.04}}
+    return out
+
+
+def test_report_tables_with_and_without_fid_and_a_phone(tmp_path):
+    offline = report.markdown(results(), "chart.png", "grid.png", android=False)
+    assert "FID unavailable: no weights offline." in offline
+    assert "| student (PyTorch) | 10.00 | 5.00 | 7.50 | n/a |" in offline
+    assert "On device" not in offline
+    full = report.markdown(results(12.5, phone=True), "chart.png", "grid.png", android=True)
+    assert "| 12.50 |" in full and "| student_float16 | 0.410 | 0.040 |" in full
+    report.write_report(results(), tmp_path / "r" / "report.md", tmp_path / "p" / "chart.png",
+                        tmp_path / "p" / "grid.png")
+    assert "![latency](../p/chart.png)" in (tmp_path / "r" / "report.md").read_text()
+    assert (tmp_path / "p" / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bundle_with_a_missing_model_writes_nothing(tmp_path):
+    (tmp_path / "tflite").mkdir()
+    config = BundleConfig(name="b", license="test")
+    with pytest.raises(PipelineError, match="student_float16.tflite: missing; run convert_tflite"):
+        build_bundle(config, tmp_path / "params.yaml", tmp_path / "tflite", tmp_path / "e.json",
+                     tmp_path / "c.json", tmp_path / "data", tmp_path / "release" / "b",
+                     tmp_path / "release" / "b.zip")
+    assert not (tmp_path / "release").exists()
