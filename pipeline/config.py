@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pydantic
 import yaml
@@ -34,6 +34,7 @@ class StageConfig(pydantic.BaseModel):
 
 
 ConfigT = TypeVar("ConfigT", bound=StageConfig)
+PositiveInt = Annotated[int, pydantic.Field(ge=1)]  # counts, sizes, intervals in stage configs
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

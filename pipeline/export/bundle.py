@@ -9,7 +9,6 @@ of the shape its JSON declares.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -203,7 +202,7 @@ def verify_bundle(zip_path: str | Path) -> dict[str, Any]:
             raise BundleError(f"{zip_path}: files {sorted(present ^ set(listed))} are in the "
                               f"bundle or in {SUMS} but not both")
         for name, digest in listed.items():
-            actual = hashlib.sha256((root / name).read_bytes()).hexdigest()
+            actual = sha256_file(root / name)
             if actual != digest:
                 raise BundleError(f"{zip_path}: {name} has SHA-256 {actual}, {SUMS} says {digest}")
         card = _read_json(root / "student_float16.json")

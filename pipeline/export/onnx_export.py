@@ -24,7 +24,7 @@ import pydantic
 import torch
 from torch import nn
 
-from pipeline.config import StageConfig
+from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 from pipeline.models.strip import InputKind, Layout, load_inference_generator
@@ -34,7 +34,6 @@ from pipeline.training.runtime import fixed_latents
 log = logging.getLogger(__name__)
 
 OUTPUT_NAME = "image"
-PositiveInt = Annotated[int, pydantic.Field(ge=1)]
 
 
 class ExportOnnxConfig(StageConfig):

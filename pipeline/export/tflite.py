@@ -29,7 +29,7 @@ import pydantic
 import torch
 from torch import nn
 
-from pipeline.config import StageConfig
+from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import PipelineError
 from pipeline.export.onnx_export import (ConversionMismatch, check_latents, inference_models,
                                          max_abs_error, run_onnx)
@@ -44,12 +44,12 @@ PRECISIONS = ("float32", "float16")
 class ConvertTfliteConfig(StageConfig):
     """The ``convert_tflite`` section of params.yaml."""
 
-    check_latents: Annotated[int, pydantic.Field(ge=1)]  # a multiple of export_onnx.batch_size
+    check_latents: PositiveInt  # a multiple of export_onnx.batch_size
     seed: int
     max_abs_error: Annotated[float, pydantic.Field(ge=0)]  # float32 TFLite vs PyTorch
     # float16 TFLite vs PyTorch, on the worst check image (at most the PSNR cap)
     min_psnr_db: Annotated[float, pydantic.Field(gt=0, le=PSNR_MAX_DB)]
-    threads: Annotated[int, pydantic.Field(ge=1)]          # LiteRT threads for the checks
+    threads: PositiveInt        # LiteRT threads for the checks
 
 
 class ConversionFailed(PipelineError):

@@ -26,10 +26,10 @@ import pydantic
 import torch
 from torch import nn
 
-from pipeline.config import StageConfig
+from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import ConfigError
-from pipeline.export.onnx_export import check_latents, inference_models
-from pipeline.export.tflite import run_tflite
+from pipeline.export.onnx_export import check_latents, inference_models, latent_shape
+from pipeline.export.tflite import PRECISIONS, run_tflite
 from pipeline.images import make_grid, to_uint8
 from pipeline.metrics import android, fid, latency, swd
 from pipeline.metrics.complexity import count_flops, count_parameters
@@ -38,9 +38,7 @@ from pipeline.metrics.similarity import psnr, ssim_per_image
 
 log = logging.getLogger(__name__)
 
-PositiveInt = Annotated[int, pydantic.Field(ge=1)]
 GENERATORS = ("student", "teacher")
-PRECISIONS = ("float16", "float32")
 
 
 class LatencyConfig(StageConfig):
@@ -102,11 +100,11 @@ def _measure_latency(models, onnx_paths, tflite_dir, flops, config):
     peak = latency.sgemm_peak_gflops(config.threads)
     results: dict[str, Any] = {"peak_sgemm_gflops": peak, "threads": config.threads}
     for name, model in models.items():
-        latent_dim = model.config.z_dim if model.input == "z" else model.config.w_dim
         runners = {f"litert_{p}": latency.litert_runner(tflite_dir / f"{name}_{p}.tflite",
                                                         config.threads) for p in PRECISIONS}
         runners["onnxruntime"] = latency.onnxruntime_runner(onnx_paths[name], config.threads)
-        runners["pytorch"] = latency.pytorch_runner(model, latent_dim, config.threads)
+        runners["pytorch"] = latency.pytorch_runner(model, latent_shape(model, 1)[1],
+                                                    config.threads)
         for runtime, run in runners.items():
             timing = latency.time_runs(run, config.warmup, config.runs)
             achieved = flops[name] / 1e9 / (timing["mean_ms"] / 1e3)

@@ -15,21 +15,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import pydantic
 import torch
 
-from pipeline.config import StageConfig
+from pipeline.config import PositiveInt, StageConfig
 from pipeline.data.dataset import FaceDataset
 from pipeline.errors import DataError, PipelineError
 from pipeline.io import atomic_path, sha256_file, write_json
 from pipeline.metrics import fid
 
 log = logging.getLogger(__name__)
-
-PositiveInt = Annotated[int, pydantic.Field(ge=1)]
 
 
 class FidConfig(StageConfig):
