@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, sha256_file
+from pipeline.io import sha256_file
+from pipeline.pretrained import WeightsUnavailable, download_to_hub_cache, hub_cache_path
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,6 @@ INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
 INCEPTION_SHA256_PREFIX = "6726825d"
 FEATURES = 2048
 _STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
-
-
-class WeightsUnavailable(PipelineError):
-    """The FID weights are not available offline (and downloading is not allowed)."""
-
-
-def hub_cache_path() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
 
 
 def check_weights(path: Path, sha256: str | None) -> Path:
@@ -76,23 +69,18 @@ def resolve_weights(local: str | Path | None, allow_download: bool,
         if not local.is_file():
             raise PipelineError(f"{local}: FID weights file (fid.weights) not found")
         return check_weights(local, sha256)
-    cached = hub_cache_path()
+    cached = hub_cache_path(INCEPTION_URL)
     if cached.is_file():
         return check_weights(cached, sha256)
     if not allow_download:
         raise WeightsUnavailable(f"FID InceptionV3 weights not found (fid.weights is null, "
                                  f"nothing at {cached}) and fid.allow_download is false")
-    log.info("downloading %s to %s", INCEPTION_URL, cached)
     try:
-        with atomic_path(cached) as tmp:
-            torch.hub.download_url_to_file(INCEPTION_URL, str(tmp),
-                                           hash_prefix=None if sha256 else INCEPTION_SHA256_PREFIX,
-                                           progress=False)
-            check_weights(tmp, sha256)
+        return download_to_hub_cache(INCEPTION_URL, lambda tmp: check_weights(tmp, sha256),
+                                     hash_prefix=None if sha256 else INCEPTION_SHA256_PREFIX)
     except (OSError, RuntimeError) as e:  # no network, or a digest mismatch
         raise WeightsUnavailable(f"FID InceptionV3 weights could not be downloaded from "
                                  f"{INCEPTION_URL}: {e}") from None
-    return cached
 
 
 def fid_metric(weights: Path | None = None, feature: nn.Module | None = None):

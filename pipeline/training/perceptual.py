@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, sha256_file
+from pipeline.io import sha256_file
 from pipeline.metrics.similarity import ssim
+from pipeline.pretrained import WeightsUnavailable, download_to_hub_cache, hub_cache_path
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,6 @@ VGG19_LAYERS = (3, 8, 17, 26, 35)  # relu1_2, relu2_2, relu3_4, relu4_4, relu5_4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = ("vgg19-imagenet", "multiscale-l1-ssim")
-
-
-class WeightsUnavailable(PipelineError):
-    """Pretrained weights are not available here (and were not allowed to be downloaded)."""
 
 
 def _check_sha256_prefix(path: Path) -> None:
@@ -55,7 +52,7 @@ def resolve_vgg19_weights(path: str | Path | None, allow_download: bool) -> Path
         if not path.is_file():
             raise WeightsUnavailable(f"{path}: VGG19 weights file not found")
         return path
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
+    cached = hub_cache_path(VGG19_URL)
     if cached.is_file():
         _check_sha256_prefix(cached)
         return cached
@@ -64,11 +61,7 @@ def resolve_vgg19_weights(path: str | Path | None, allow_download: bool) -> Path
             f"VGG19 ImageNet weights not found: pass a local file in torchvision's format, put "
             f"{VGG19_FILE} in {cached.parent}, or allow the download; offline, use the "
             f"'multiscale-l1-ssim' perceptual backbone instead")
-    log.info("downloading %s to %s", VGG19_URL, cached)
-    with atomic_path(cached) as tmp:  # nothing is left in the cache unless it is complete and checked
-        torch.hub.download_url_to_file(VGG19_URL, str(tmp), progress=False)
-        _check_sha256_prefix(tmp)
-    return cached
+    return download_to_hub_cache(VGG19_URL, _check_sha256_prefix)
 
 
 def _to_imagenet(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
