@@ -7,9 +7,9 @@ dataset, at psi 1 and psi 0.7, and writes a grid of truncated samples. Asserts n
 
 Re-running with a higher ``steps`` and ``--resume`` continues the same run, as ``dvc repro`` does:
 
-    python scripts/teacher_sweep.py --out runs/lr4 --set g_lr=0.004 --set d_lr=0.004
-    python scripts/teacher_sweep.py --out runs/lr4 --set g_lr=0.004 --set d_lr=0.004 \
-        --set steps=2400 --resume
+    python scripts/teacher_sweep.py --dataset data/prepared --out runs/lr2 --set g_lr=0.002 --set d_lr=0.002
+    python scripts/teacher_sweep.py --dataset data/prepared --out runs/lr2 \
+        --set g_lr=0.002 --set d_lr=0.002 --set steps=2400 --resume
 """
 
 import json
@@ -27,6 +27,8 @@ from pipeline.images import save_png
 from pipeline.metrics import swd
 from pipeline.models.stylegan2 import load_teacher
 from pipeline.training.teacher import TrainTeacherConfig, sample_grid, train_teacher
+
+DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def apply_overrides(section: dict, overrides: list[str]) -> dict:
@@ -47,8 +49,8 @@ def apply_overrides(section: dict, overrides: list[str]) -> dict:
 
 def main(out: Path = typer.Option(..., help="directory for the run's snapshot, state and grids"),
          overrides: list[str] = typer.Option([], "--set", help="train_teacher key=value"),
-         params: Path = typer.Option(Path("params.yaml"), help="params file to start from"),
-         dataset: Path = typer.Option(Path("data/prepared"), help="prepared dataset"),
+         dataset: Path = typer.Option(..., help="dataset directory written by the prepare stage"),
+         params: Path = typer.Option(DEFAULTS, help="params file to start from"),
          count: int = typer.Option(1000, help="images compared (generated and real)"),
          resume: bool = typer.Option(False, help="continue the training state in --out"),
          device: str = typer.Option("auto", help="auto, cpu or cuda")) -> None:
