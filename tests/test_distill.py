@@ -20,7 +20,7 @@ from pipeline.training.runtime import module_digest
 from conftest import TINY_PREPARE
 
 TEACHER = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, mapping_lr_mul=0.01,
-                          channel_base=256, channel_max=32, conv_clamp=None)
+                          channel_base=256, channel_max=32, conv_clamp=None, noise=True)
 TINY_DISTILL = {
     "student": {"resolution": 16, "z_dim": 16, "w_dim": 16, "mapping_layers": 2,
                 "mapping_lr_mul": 0.01, "channels": [32, 16], "head_channels": [8, 8],

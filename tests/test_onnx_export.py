@@ -16,7 +16,7 @@ STUDENT = BlazeStyleGANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=
                               mapping_lr_mul=0.01, channels=[16, 8], head_channels=[8, 8],
                               noise=True)
 TEACHER = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, mapping_lr_mul=0.01,
-                          channel_base=128, channel_max=16, conv_clamp=None)
+                          channel_base=128, channel_max=16, conv_clamp=None, noise=True)
 
 
 def trained_looking(module: torch.nn.Module) -> torch.nn.Module:

@@ -9,7 +9,7 @@ from pipeline.models.stylegan2 import (PRESETS, Discriminator, Generator, Modula
                                        StyleGAN2Config, minibatch_stddev)
 
 TINY = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, mapping_lr_mul=0.01,
-                       channel_base=128, channel_max=16, conv_clamp=None)
+                       channel_base=128, channel_max=16, conv_clamp=None, noise=True)
 
 
 def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -47,6 +47,24 @@ def test_generator_forms_agree_and_shapes(preset):
     logits = Discriminator(config)(fused)
     assert logits.shape == (2, 1)
 
+
+
+def test_generator_without_noise_equals_zero_noise_strength():
+    """noise=False drops the noise inputs: the same function as noise strengths of zero, with
+    no noise parameters or buffers, and the same output in every noise mode."""
+    torch.manual_seed(0)
+    noisy = randomise(Generator(TINY))
+    quiet = Generator(TINY.model_copy(update={"noise": False}))
+    state = {k: v for k, v in noisy.state_dict().items() if ".noise" not in k}
+    assert set(noisy.state_dict()) - set(state)  # the noise strengths and constant images
+    quiet.load_state_dict(state)  # strict: nothing else differs
+    for module in noisy.modules():
+        if module.__class__.__name__ == "NoiseInjection":
+            module.weight.data.zero_()
+    z = torch.randn(2, TINY.z_dim)
+    reference = noisy(z, noise_mode="random")
+    for mode in ("random", "const", "none"):
+        assert torch.equal(quiet(z, noise_mode=mode), reference)
 
 def test_noise_modes_and_truncation():
     torch.manual_seed(0)

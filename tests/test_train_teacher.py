@@ -23,7 +23,7 @@ from conftest import ROOT, TINY_PREPARE, write_params
 TINY_TEACHER = {
     "model": {"resolution": 16, "z_dim": 16, "w_dim": 16, "mapping_layers": 2,
               "mapping_lr_mul": 0.01, "channel_base": 128, "channel_max": 16,
-              "conv_clamp": None},
+              "conv_clamp": None, "noise": True},
     "seed": 0, "batch_size": 4, "steps": 6, "g_lr": 0.002, "d_lr": 0.002,
     "r1_gamma": 0.1, "r1_interval": 2, "pl_weight": 2.0, "pl_interval": 2,
     "style_mixing": 0.9, "ema_kimg": 0.01, "xflip": True, "mixed_precision": False,

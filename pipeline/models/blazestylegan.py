@@ -84,7 +84,7 @@ class BlazeStyleGANConfig(StageConfig):
         return StyleGAN2Config(resolution=self.resolution, z_dim=self.z_dim, w_dim=self.w_dim,
                                mapping_layers=self.mapping_layers,
                                mapping_lr_mul=self.mapping_lr_mul, channel_base=1, channel_max=1,
-                               conv_clamp=None)
+                               conv_clamp=None, noise=False)
 
 
 def _preset(resolution, channels, heads):

@@ -135,7 +135,7 @@ def load_rosinality(path: str | Path, mapping_lr_mul: float | None = None,
     config = StyleGAN2Config(
         resolution=resolution, z_dim=src[f"style.{style_layers[0]}.weight"].shape[1], w_dim=w_dim,
         mapping_layers=len(style_layers), mapping_lr_mul=mapping_lr_mul,
-        channel_base=channel_base, channel_max=channel_max, conv_clamp=None)
+        channel_base=channel_base, channel_max=channel_max, conv_clamp=None, noise=True)
 
     state: dict[str, torch.Tensor] = {}
     for i, layer in enumerate(style_layers):
@@ -343,7 +343,7 @@ def load_nvlabs(path: str | Path, network: str = "G_ema") -> Generator:
         w_dim=src[f"mapping.fc{fc_layers[-1]}.weight"].shape[0], mapping_layers=len(fc_layers),
         mapping_lr_mul=float(src.get("mapping.fc0.bias_gain", 0.01)),
         channel_base=channel_base, channel_max=channel_max,
-        conv_clamp=float(conv_clamp) if conv_clamp is not None else None)
+        conv_clamp=float(conv_clamp) if conv_clamp is not None else None, noise=True)
 
     state: dict[str, torch.Tensor] = {"mapping.w_avg": src["mapping.w_avg"],
                                       "synthesis.const": src["synthesis.b4.const"][None]}

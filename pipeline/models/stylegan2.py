@@ -45,6 +45,7 @@ class StyleGAN2Config(StageConfig):
     channel_max: Annotated[int, pydantic.Field(ge=1)]      # ... capped at channel_max
     conv_clamp: Annotated[float, pydantic.Field(gt=0)] | None  # clamp activations to +-this
     # (StyleGAN2-ADA trains with 256 for its float16 layers; None: no clamping)
+    noise: bool  # per-layer noise inputs (StyleGAN2 has them; flat-shaded data does not need them)
 
     @pydantic.field_validator("resolution")
     @classmethod
@@ -76,11 +77,11 @@ class StyleGAN2Config(StageConfig):
 PRESETS: dict[str, StyleGAN2Config] = {
     **{f"tiny-{r}": StyleGAN2Config(resolution=r, z_dim=64, w_dim=64, mapping_layers=2,
                                     mapping_lr_mul=0.01, channel_base=1024, channel_max=64,
-                                    conv_clamp=None)
+                                    conv_clamp=None, noise=False)
        for r in (32, 64)},
     **{f"ffhq-{r}": StyleGAN2Config(resolution=r, z_dim=512, w_dim=512, mapping_layers=8,
                                     mapping_lr_mul=0.01, channel_base=32768, channel_max=512,
-                                    conv_clamp=None)
+                                    conv_clamp=None, noise=True)
        for r in (256, 512, 1024)},
 }
 
@@ -170,25 +171,28 @@ class ModulatedConv2d(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """Modulated 3x3 conv -> noise -> bias -> LeakyReLU."""
+    """Modulated 3x3 conv -> noise (when ``noise``) -> bias -> LeakyReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: bool = False,
-                 clamp: float | None = None):
+                 clamp: float | None = None, noise: bool = True):
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, up=up)
         self.clamp = clamp
-        self.noise = NoiseInjection()
+        self.noise = NoiseInjection() if noise else None
         self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
-        # A fixed noise image per layer, for reproducible samples (noise_mode="const").
-        self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
+        if noise:
+            # A fixed noise image per layer, for reproducible samples (noise_mode="const").
+            self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode) -> torch.Tensor:
         x = self.conv(x, w)
-        if noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
-        else:
-            noise = self.noise_const if noise_mode == "const" else None
-        x = lrelu_gain(self.noise(x, noise) + self.bias)
+        if self.noise is not None:
+            if noise_mode == "random":
+                noise = torch.randn(x.shape[0], 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
+            else:
+                noise = self.noise_const if noise_mode == "const" else None
+            x = self.noise(x, noise)
+        x = lrelu_gain(x + self.bias)
         return x if self.clamp is None else x.clamp(-self.clamp, self.clamp)
 
 
@@ -219,16 +223,18 @@ class SynthesisNetwork(nn.Module):
         self.config = config
         c4 = config.channels(4)
         self.const = nn.Parameter(torch.randn(1, c4, 4, 4))
-        clamp = config.conv_clamp
-        self.conv1 = StyledConv(c4, c4, config.w_dim, 4, clamp=clamp)
+        clamp, noise = config.conv_clamp, config.noise
+        self.conv1 = StyledConv(c4, c4, config.w_dim, 4, clamp=clamp, noise=noise)
         self.to_rgb1 = ToRGB(c4, config.w_dim, upsample_skip=False, clamp=clamp)
         self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
         in_ch = c4
         for log_res in range(3, config.log2_resolution + 1):
             res = 2 ** log_res
             out_ch = config.channels(res)
-            self.convs.append(StyledConv(in_ch, out_ch, config.w_dim, res, up=True, clamp=clamp))
-            self.convs.append(StyledConv(out_ch, out_ch, config.w_dim, res, clamp=clamp))
+            self.convs.append(StyledConv(in_ch, out_ch, config.w_dim, res, up=True, clamp=clamp,
+                                         noise=noise))
+            self.convs.append(StyledConv(out_ch, out_ch, config.w_dim, res, clamp=clamp,
+                                         noise=noise))
             self.to_rgbs.append(ToRGB(out_ch, config.w_dim, upsample_skip=True, clamp=clamp))
             in_ch = out_ch
 
