@@ -173,8 +173,8 @@ class ModulatedConv2d(nn.Module):
 class StyledConv(nn.Module):
     """Modulated 3x3 conv -> noise (when ``noise``) -> bias -> LeakyReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: bool = False,
-                 clamp: float | None = None, noise: bool = True):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, *, up: bool = False,
+                 clamp: float | None, noise: bool):
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, up=up)
         self.clamp = clamp

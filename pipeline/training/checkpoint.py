@@ -79,8 +79,13 @@ def rebuild_from_snapshot(path: str | Path, kind: str, build: Callable[[dict], M
         model = build(payload["config"])
         model.load_state_dict(payload["state_dict"])
     except (pydantic.ValidationError, RuntimeError, KeyError, TypeError) as e:
+        if isinstance(e, pydantic.ValidationError):  # name every config key that differs
+            detail = "; ".join(f"config key {'.'.join(map(str, err['loc']))}: {err['msg']}"
+                               for err in e.errors())
+        else:
+            detail = str(e).splitlines()[0] + "..."
         raise CheckpointError(f"{path}: snapshot does not match this version's {kind} "
-                              f"({str(e).splitlines()[0]}...); re-create it") from None
+                              f"({detail}); re-create it") from None
     return model.to(device).eval().requires_grad_(False)
 
 
