@@ -73,16 +73,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _format_errors(path: Path, section: str, error: pydantic.ValidationError) -> str:
+def describe_errors(error: pydantic.ValidationError, section: str,
+                    missing: str = "missing") -> list[str]:
+    """One line per invalid key of ``error``, named as ``section.key``."""
     lines = []
     for err in error.errors():
         key = ".".join(str(part) for part in (section, *err["loc"]))
         if err["type"] == "missing":
-            lines.append(f"{key}: missing (every key must be set in {path.name})")
+            lines.append(f"{key}: {missing}")
         elif err["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
         else:
             lines.append(f"{key}: {err['msg']} (got {err['input']!r})")
+    return lines
+
+
+def _format_errors(path: Path, section: str, error: pydantic.ValidationError) -> str:
+    lines = describe_errors(error, section, f"missing (every key must be set in {path.name})")
     return f"{path}: invalid '{section}' section:\n" + "\n".join(f"  - {line}" for line in lines)
 
 

@@ -22,6 +22,7 @@ import pydantic
 import torch
 from torch import nn
 
+from pipeline.config import describe_errors
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.io import atomic_path
 
@@ -80,8 +81,7 @@ def rebuild_from_snapshot(path: str | Path, kind: str, build: Callable[[dict], M
         model.load_state_dict(payload["state_dict"])
     except (pydantic.ValidationError, RuntimeError, KeyError, TypeError) as e:
         if isinstance(e, pydantic.ValidationError):  # name every config key that differs
-            detail = "; ".join(f"config key {'.'.join(map(str, err['loc']))}: {err['msg']}"
-                               for err in e.errors())
+            detail = "; ".join(describe_errors(e, "config"))
         else:
             detail = str(e).splitlines()[0] + "..."
         raise CheckpointError(f"{path}: snapshot does not match this version's {kind} "
