@@ -37,6 +37,15 @@ ConfigT = TypeVar("ConfigT", bound=StageConfig)
 PositiveInt = Annotated[int, pydantic.Field(ge=1)]  # counts, sizes, intervals in stage configs
 
 
+def _power_of_two(value: int) -> int:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"must be a power of two, got {value}")
+    return value
+
+
+PowerOfTwo = Annotated[int, pydantic.AfterValidator(_power_of_two)]  # image resolutions
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
 
@@ -108,8 +117,12 @@ def load_config(path: str | Path, section: str, cls: type[ConfigT]) -> ConfigT:
         raise ConfigError(_format_errors(path, section, e)) from None
 
 
-def log_config(section: str, config: StageConfig) -> str:
-    """Log the resolved config and return it as JSON text (for writing beside the outputs)."""
-    text = json.dumps({section: config.to_dict()}, indent=2, sort_keys=True)
-    log.info("resolved config:\n%s", text)
-    return text + "\n"
+def config_text(section: str, config: StageConfig) -> str:
+    """The resolved config as the JSON text written beside a stage's outputs (``config.json``):
+    ``{section: {key: value}}``, keys sorted."""
+    return json.dumps({section: config.to_dict()}, indent=2, sort_keys=True) + "\n"
+
+
+def log_config(section: str, config: StageConfig) -> None:
+    """Log the resolved config (the text of :func:`config_text`)."""
+    log.info("resolved config:\n%s", config_text(section, config).rstrip())

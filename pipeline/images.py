@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from pipeline.io import write_bytes
@@ -50,8 +51,13 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
     write_bytes(path, encode_png(image))
 
 
-def to_uint8(images) -> np.ndarray:
-    """Float images in [-1, 1], (N, 3, H, W) torch or NumPy, to uint8 (N, H, W, 3)."""
-    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-    array = (array.transpose(0, 2, 3, 1) + 1.0) * 127.5
-    return np.clip(np.rint(array), 0, 255).astype(np.uint8)
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Float images (N, 3, H, W) in [-1, 1] to uint8 (N, 3, H, W), as saved to PNG and as an app
+    displays them: ``clip(round((x + 1) * 127.5), 0, 255)``."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def to_pixels(images: torch.Tensor) -> np.ndarray:
+    """Float images (N, 3, H, W) in [-1, 1] to a uint8 NumPy array (N, H, W, 3) for grids and
+    PNG files: :func:`quantize`, channels last."""
+    return quantize(images.detach().cpu()).permute(0, 2, 3, 1).numpy()

@@ -19,6 +19,7 @@ import yaml
 
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.models.stylegan2 import PRESETS
+from pipeline.training.run import RunPaths
 from pipeline.training.teacher import TrainTeacherConfig, train_teacher
 
 DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -42,9 +43,9 @@ def main(preset: str = typer.Option("tiny-64", help=f"one of {sorted(PRESETS)}")
         tmp = Path(tmp)
         prepare_dataset("synthetic", tmp / "data", PrepareConfig(
             resolution=model.resolution, synthetic_images=max(batch, 8), seed=0, min_images=1,
-            preview_images=1), "{}\n")
-        metrics = train_teacher(config, tmp / "data", tmp / "g.pt", tmp / "state.pt", None, None,
-                                device)
+            preview_images=1))
+        metrics = train_teacher(config, dataset_dir=tmp / "data", device=device,
+                                paths=RunPaths(snapshot=tmp / "g.pt", state=tmp / "state.pt"))
     where = torch.cuda.get_device_name() if torch.cuda.is_available() and device != "cpu" else \
         f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"{preset} batch {batch} on {where}: {metrics['images_per_second']:.3g} images/s "

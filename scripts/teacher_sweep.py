@@ -26,6 +26,7 @@ from pipeline.data.dataset import FaceDataset
 from pipeline.images import save_png
 from pipeline.metrics import swd
 from pipeline.models.stylegan2 import load_teacher
+from pipeline.training.run import RunPaths
 from pipeline.training.teacher import TrainTeacherConfig, sample_grid, train_teacher
 
 DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -61,8 +62,8 @@ def main(out: Path = typer.Option(..., help="directory for the run's snapshot, s
     if not resume:
         (out / "state.pt").unlink(missing_ok=True)
     start = time.perf_counter()
-    train_teacher(config, dataset, out / "teacher.pt", out / "state.pt", None,
-                  out / "samples.png", device)
+    train_teacher(config, dataset_dir=dataset, device=device, paths=RunPaths(
+        snapshot=out / "teacher.pt", state=out / "state.pt", samples=out / "samples.png"))
     seconds = time.perf_counter() - start
 
     G = load_teacher(out / "teacher.pt").eval()

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from pipeline.models.blazestylegan import load_student
-from pipeline.models.complexity_table import blaze_row, format_table, preset_rows, stylegan2_row
+from pipeline.models.complexity import blaze_row, format_table, preset_rows, stylegan2_row
 from pipeline.models.stylegan2 import load_teacher
 from pipeline.stage import stage_app, stage_run
 

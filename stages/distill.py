@@ -12,6 +12,7 @@ from pipeline.config import load_config, log_config
 from pipeline.io import write_json
 from pipeline.stage import stage_app, stage_run
 from pipeline.training.distill import DistillConfig, distill
+from pipeline.training.run import RunPaths
 from pipeline.training.runtime import is_main_process
 
 app = stage_app(__doc__)
@@ -33,9 +34,10 @@ def main(
 ) -> None:
     with stage_run("distill"):
         config = load_config(params, "distill", DistillConfig)
-        config_json = log_config("distill", config)
-        result = distill(config, teacher, dataset, snapshot, state, live, samples, device,
-                         config_json, vgg19_weights)
+        log_config("distill", config)
+        result = distill(config, teacher_path=teacher, dataset_dir=dataset, device=device,
+                         vgg19_weights=vgg19_weights, paths=RunPaths(
+                             snapshot=snapshot, state=state, live=live, samples=samples))
         if is_main_process():
             write_json(metrics, result)
 

@@ -11,9 +11,9 @@ import typer
 
 from pipeline.images import save_png
 from pipeline.models.convert import load_nvlabs, load_rosinality
-from pipeline.stage import stage_app, stage_run
-from pipeline.training.checkpoint import save_snapshot
 from pipeline.models.stylegan2 import TEACHER_KIND
+from pipeline.snapshot import save_snapshot
+from pipeline.stage import stage_app, stage_run
 from pipeline.training.teacher import preview_grid
 
 app = stage_app(__doc__)

@@ -24,7 +24,8 @@ def main(
 ) -> None:
     with stage_run("prepare"):
         config = load_config(params, "prepare", PrepareConfig)
-        report = prepare_dataset(source, out, config, log_config("prepare", config), workers)
+        log_config("prepare", config)
+        report = prepare_dataset(source, out, config, workers)
         write_json(metrics, report.metrics())
         save_png(preview, report.preview)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from pipeline.config import load_config, log_config
-from pipeline.export.onnx_export import SimplifyOnnxConfig, simplify_generators
+from pipeline.export.onnx_simplify import SimplifyOnnxConfig, simplify_generators
 from pipeline.io import write_json
 from pipeline.stage import stage_app, stage_run
 

@@ -10,6 +10,7 @@ import typer
 
 from pipeline.config import load_config, log_config
 from pipeline.stage import stage_app, stage_run
+from pipeline.training.run import RunPaths
 from pipeline.training.teacher import TrainTeacherConfig, train_teacher
 
 app = stage_app(__doc__)
@@ -27,8 +28,9 @@ def main(
 ) -> None:
     with stage_run("train_teacher"):
         config = load_config(params, "train_teacher", TrainTeacherConfig)
-        config_json = log_config("train_teacher", config)
-        train_teacher(config, dataset, snapshot, state, live, samples, device, config_json)
+        log_config("train_teacher", config)
+        train_teacher(config, dataset_dir=dataset, device=device, paths=RunPaths(
+            snapshot=snapshot, state=state, live=live, samples=samples))
 
 
 if __name__ == "__main__":

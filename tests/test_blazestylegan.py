@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from pipeline.models.blazestylegan import (PRESETS, BlazeStyleGAN, BlazeStyleGANConfig,
                                            ModulatedSeparableConv)
-from pipeline.models.complexity_table import blaze_row
+from pipeline.models.complexity import blaze_row
 
 TINY = BlazeStyleGANConfig(resolution=32, z_dim=16, w_dim=16, mapping_layers=2,
                            mapping_lr_mul=0.01, channels=[16, 16, 8], head_channels=[8, 8, 8],
@@ -96,8 +96,9 @@ def test_config_validation(bad, words):
 @pytest.mark.parametrize("input_kind", ["z", "w"])
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout):
-    from pipeline.metrics.complexity import count_flops, count_parameters
-    from pipeline.models.strip import strip_aux_heads, ws_of
+    from pipeline.models.complexity import count_flops, count_parameters
+    from pipeline.models.inference import strip_aux_heads
+    from pipeline.models.styles import broadcast_ws as ws_of
 
     torch.manual_seed(0)
     student = BlazeStyleGAN(TINY).eval()

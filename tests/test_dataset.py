@@ -14,7 +14,7 @@ from pipeline.errors import DataError
 @pytest.fixture
 def dataset_dir(tmp_path, prepare_params):
     config = load_config(prepare_params(), "prepare", PrepareConfig)
-    prepare_dataset("synthetic", tmp_path / "data", config, "{}\n", workers=1)
+    prepare_dataset("synthetic", tmp_path / "data", config, workers=1)
     return tmp_path / "data"
 
 

@@ -10,11 +10,13 @@ from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.errors import ConfigError
 from pipeline.export.strip_heads import StripHeadsConfig, StrippingMismatch, strip_heads
 from pipeline.models.blazestylegan import BlazeStyleGANConfig, load_student
-from pipeline.models.strip import load_inference_generator
+from pipeline.models.inference import load_inference_generator
 from pipeline.models.stylegan2 import TEACHER_KIND, Generator, StyleGAN2Config, load_teacher
 from pipeline.training import losses
-from pipeline.training.checkpoint import load_checkpoint, save_snapshot
-from pipeline.training.distill import DistillConfig, distill, mix_styles
+from pipeline.snapshot import load_checkpoint, save_snapshot
+from pipeline.models.styles import mix_styles
+from pipeline.training.distill import DistillConfig, distill
+from pipeline.training.run import RunPaths
 from pipeline.training.runtime import module_digest
 
 from conftest import TINY_PREPARE
@@ -42,7 +44,7 @@ def distill_config(**overrides) -> DistillConfig:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "prepared"
-    prepare_dataset("synthetic", out, PrepareConfig(**{**TINY_PREPARE, "resolution": 16}), "{}\n",
+    prepare_dataset("synthetic", out, PrepareConfig(**{**TINY_PREPARE, "resolution": 16}),
                     workers=1)
     return out
 
@@ -58,8 +60,9 @@ def teacher(tmp_path_factory):
 
 def run(tmp_path, teacher, dataset, config, name="run", **kwargs):
     out = tmp_path / name
-    result = distill(config, teacher, dataset, out / "student.pt", out / "state.pt", out / "live",
-                     out / "samples.png", device="cpu", **kwargs)
+    result = distill(config, teacher_path=teacher, dataset_dir=dataset, device="cpu",
+                     paths=RunPaths(snapshot=out / "student.pt", state=out / "state.pt",
+                                    live=out / "live", samples=out / "samples.png"), **kwargs)
     return out, result
 
 
@@ -146,8 +149,8 @@ def test_vgg19_backbone_from_a_local_file_runs_and_is_recorded(tmp_path, teacher
 @pytest.fixture(scope="module")
 def student(tmp_path_factory, teacher, dataset):
     out = tmp_path_factory.mktemp("student")
-    distill(distill_config(steps=2), teacher, dataset, out / "student.pt", out / "state.pt", None,
-            None, device="cpu")
+    distill(distill_config(steps=2), teacher_path=teacher, dataset_dir=dataset, device="cpu",
+            paths=RunPaths(snapshot=out / "student.pt", state=out / "state.pt"))
     return out / "student.pt"
 
 

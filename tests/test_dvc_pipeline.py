@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.export.bundle import BundleError, verify_bundle
+from pipeline.export.verify_bundle import BundleError, verify_bundle
 
 from conftest import ROOT, TINY_PREPARE
 from test_distill import TINY_DISTILL

@@ -10,7 +10,8 @@ import yaml
 
 from pipeline.data.prepare import PrepareConfig
 from pipeline.export.bundle import BundleConfig
-from pipeline.export.onnx_export import ExportOnnxConfig, SimplifyOnnxConfig
+from pipeline.export.onnx_export import ExportOnnxConfig
+from pipeline.export.onnx_simplify import SimplifyOnnxConfig
 from pipeline.export.strip_heads import StripHeadsConfig
 from pipeline.export.tflite import ConvertTfliteConfig
 from pipeline.metrics.evaluate import EvaluateConfig

@@ -12,6 +12,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.export.bundle import BundleConfig, build_bundle
+from pipeline.images import quantize
 from pipeline.metrics import android, fid, latency, report, swd
 from pipeline.metrics.swd import SWD, laplacian_pyramid, level_descriptors
 
@@ -120,11 +121,11 @@ def test_fid_with_local_inception_weights(tmp_path, hub):
     path = fid.resolve_weights(weights, False, sha256=fid.sha256_file(weights))
     metric = fid.fid_metric(path)
     # The features are torch-fidelity's own: its TensorFlow-1.x resize, not an antialiased one.
-    pixels = fid.to_uint8(torch.rand(2, 3, 32, 32) * 2 - 1)
+    pixels = quantize(torch.rand(2, 3, 32, 32) * 2 - 1)
     reference = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(path))
     assert torch.allclose(metric.inception(pixels).float(), reference(pixels)[0].float(), atol=1e-5)
     images = torch.rand(6, 3, 32, 32) * 2 - 1
-    metric.update(fid.to_uint8(images), real=True)
+    metric.update(quantize(images), real=True)
     same = fid.frechet_distance_to_real(metric, [images[:3], images[3:]])
     other = fid.frechet_distance_to_real(metric, [-images])
     assert abs(same) < 1e-3 < other

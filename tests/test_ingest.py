@@ -150,7 +150,7 @@ def make_folder(root):
 def test_prepare_folder_reports_and_manifest(tmp_path, prepare_params):
     config = load_config(prepare_params(), "prepare", PrepareConfig)
     src = make_folder(tmp_path / "src")
-    report = prepare_dataset(str(src), tmp_path / "out", config, "{}\n", workers=2)
+    report = prepare_dataset(str(src), tmp_path / "out", config, workers=2)
     assert report.candidates == 9 and report.images == 6
     assert dict(report.skipped) == {"duplicate": 1, "not_an_image": 1, "too_small": 1}
     metrics = report.metrics()
@@ -177,8 +177,8 @@ def test_zip_source_matches_folder(tmp_path, prepare_params):
             if path.is_file():
                 z.write(path, path.relative_to(src).as_posix())
         z.writestr("__MACOSX/._face0.png", b"resource fork")
-    prepare_dataset(str(src), tmp_path / "a", config, "{}\n", workers=1)
-    prepare_dataset(str(archive), tmp_path / "b", config, "{}\n", workers=1)
+    prepare_dataset(str(src), tmp_path / "a", config, workers=1)
+    prepare_dataset(str(archive), tmp_path / "b", config, workers=1)
     assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
 
 
@@ -200,7 +200,7 @@ def test_bad_sources_fail_clearly_and_write_nothing(tmp_path, prepare_params, ki
         source.write_bytes(b"PK\x03\x04 garbage")
     out = tmp_path / "out"
     with pytest.raises(DataError, match=words) as error:
-        prepare_dataset(str(source), out, config, "{}\n", workers=1)
+        prepare_dataset(str(source), out, config, workers=1)
     assert str(source) in str(error.value)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in tmp_path.iterdir() if not p.name.startswith(".out"))
@@ -210,11 +210,11 @@ def test_too_few_usable_images_fails_and_keeps_the_previous_artifact(tmp_path, p
     src = make_folder(tmp_path / "src")
     out = tmp_path / "out"
     prepare_dataset(str(src), out, load_config(prepare_params(), "prepare", PrepareConfig),
-                    "{}\n", workers=1)
+                    workers=1)
     before = (out / "manifest.csv").read_bytes()
     strict = load_config(prepare_params(min_images=7), "prepare", PrepareConfig)
     with pytest.raises(DataError, match=r"only 6 usable images, prepare.min_images is 7") as error:
-        prepare_dataset(str(src), out, strict, "{}\n", workers=1)
+        prepare_dataset(str(src), out, strict, workers=1)
     assert "tiny.png: too_small" in str(error.value)
     assert (out / "manifest.csv").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "params.yaml", "src"]
@@ -243,6 +243,6 @@ def test_corrupt_zip_member_is_skipped_not_fatal(tmp_path, prepare_params):
     data[offset:offset + 8] = bytes(8)
     archive.write_bytes(bytes(data))
     config = load_config(prepare_params(), "prepare", PrepareConfig)
-    report = prepare_dataset(str(archive), tmp_path / "out", config, "{}\n", workers=1)
+    report = prepare_dataset(str(archive), tmp_path / "out", config, workers=1)
     assert report.images == 2 and dict(report.skipped) == {"unreadable": 1}
     assert "BadZipFile" in report.skipped_files[0][2]

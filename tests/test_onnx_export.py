@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from pipeline.export import onnx_export
-from pipeline.export.onnx_export import (ConversionMismatch, ExportedTeacher, export_onnx,
-                                         run_onnx, simplify_onnx)
+from pipeline.export.onnx_export import export_onnx
+from pipeline.export.onnx_simplify import simplify_onnx
 from pipeline.models.blazestylegan import BlazeStyleGAN, BlazeStyleGANConfig
-from pipeline.models.strip import strip_aux_heads
+from pipeline.models.inference import ExportedTeacher, strip_aux_heads
+from pipeline.runtimes import ConversionMismatch, run_onnx
 from pipeline.models.stylegan2 import Generator, StyleGAN2Config
 
 STUDENT = BlazeStyleGANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2,

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.metrics.similarity import psnr, ssim
+from pipeline.similarity import psnr, ssim
 from pipeline.training import perceptual
 from pipeline.training.perceptual import (
     MultiScaleL1SSIM,

@@ -9,7 +9,7 @@ from pipeline.data.prepare import PrepareConfig, prepare_dataset
 
 def test_real_faces_are_ingested(shared_faces, tmp_path, prepare_params):
     config = load_config(prepare_params(resolution=64, min_images=50), "prepare", PrepareConfig)
-    report = prepare_dataset(str(shared_faces), tmp_path / "faces", config, "{}\n")
+    report = prepare_dataset(str(shared_faces), tmp_path / "faces", config)
     count = sum(1 for p in shared_faces.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     assert report.images == count and not report.skipped
     dataset = FaceDataset(tmp_path / "faces", xflip=True)

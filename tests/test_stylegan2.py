@@ -113,7 +113,7 @@ def test_config_f_parameter_count():
 
 
 def test_complexity_row_counts_params_and_flops():
-    from pipeline.models.complexity_table import stylegan2_row
+    from pipeline.models.complexity import stylegan2_row
 
     row = stylegan2_row("tiny", TINY)
     assert row["params_M"] == pytest.approx(sum(p.numel() for p in Generator(TINY).parameters()) / 1e6)
@@ -129,7 +129,7 @@ def test_complexity_row_counts_params_and_flops():
 
 
 def test_snapshot_of_another_version_is_a_clear_error(tmp_path):
-    from pipeline.training.checkpoint import CheckpointError, save_snapshot
+    from pipeline.snapshot import CheckpointError, save_snapshot
     from pipeline.models.stylegan2 import TEACHER_KIND, load_teacher
 
     G = Generator(TINY)

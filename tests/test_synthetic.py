@@ -37,7 +37,7 @@ def test_variety():
 
 def test_dataset_is_byte_identical_whatever_the_worker_count(prepare_params, tmp_path):
     config = load_config(prepare_params(), "prepare", PrepareConfig)
-    prepare_dataset("synthetic", tmp_path / "one", config, "{}\n", workers=1)
-    prepare_dataset("synthetic", tmp_path / "two", config, "{}\n", workers=2)
+    prepare_dataset("synthetic", tmp_path / "one", config, workers=1)
+    prepare_dataset("synthetic", tmp_path / "two", config, workers=2)
     for name in ["manifest.csv", "dataset.json"] + [f"images/{i:08d}.png" for i in range(12)]:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()

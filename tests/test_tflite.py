@@ -12,14 +12,15 @@ import yaml
 from torch import nn
 
 from pipeline.errors import ConfigError
-from pipeline.export.onnx_export import ExportedTeacher, export_onnx, simplify_onnx
-from pipeline.export.tflite import (ConversionFailed, ConversionMismatch, ConvertTfliteConfig,
-                                    convert_generators, convert_tflite, onnx_to_tflite,
-                                    output_layout, run_tflite)
-from pipeline.models.strip import INFERENCE_KIND
+from pipeline.export.onnx_export import export_onnx
+from pipeline.export.onnx_simplify import simplify_onnx
+from pipeline.export.tflite import (ConversionFailed, ConvertTfliteConfig, convert_generators,
+                                    convert_tflite, onnx_to_tflite, output_layout)
+from pipeline.models.inference import INFERENCE_KIND, ExportedTeacher
+from pipeline.runtimes import ConversionMismatch, run_tflite
 from pipeline.models.stylegan2 import TEACHER_KIND, Generator
 from pipeline.provenance import git_state, params_sha256
-from pipeline.training.checkpoint import save_snapshot
+from pipeline.snapshot import save_snapshot
 
 from test_onnx_export import STUDENT, TEACHER, student, trained_looking
 

@@ -12,10 +12,11 @@ import torch
 
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.training import losses
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.snapshot import load_checkpoint
 from pipeline.training.monitor import TrainingDiverged
 from pipeline.training.runtime import module_digest
 from pipeline.models.stylegan2 import load_teacher
+from pipeline.training.run import RunPaths
 from pipeline.training.teacher import TrainTeacherConfig, train_teacher
 
 from conftest import ROOT, TINY_PREPARE, write_params
@@ -35,7 +36,7 @@ TINY_TEACHER = {
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "prepared"
     prepare = PrepareConfig(**{**TINY_PREPARE, "resolution": 16})
-    prepare_dataset("synthetic", out, prepare, "{}\n", workers=1)
+    prepare_dataset("synthetic", out, prepare, workers=1)
     return out
 
 
@@ -45,8 +46,9 @@ def teacher_config(**overrides) -> TrainTeacherConfig:
 
 def run(tmp_path, dataset, config, name="run"):
     out = tmp_path / name
-    metrics = train_teacher(config, dataset, out / "teacher.pt", out / "state.pt", out / "live",
-                            out / "samples.png", device="cpu")
+    metrics = train_teacher(config, dataset_dir=dataset, device="cpu", paths=RunPaths(
+        snapshot=out / "teacher.pt", state=out / "state.pt", live=out / "live",
+        samples=out / "samples.png"))
     return out, metrics
 
 
@@ -67,10 +69,9 @@ def test_interrupted_and_resumed_run_is_bit_equal(tmp_path, dataset):
     full, _ = run(tmp_path, dataset, teacher_config(), "full")
     part = tmp_path / "part"
     # Stop after 3 steps (a checkpoint), then resume to 6 with the same params otherwise.
-    train_teacher(teacher_config(steps=3), dataset, part / "teacher.pt", part / "state.pt",
-                  part / "live", None, device="cpu")
-    train_teacher(teacher_config(), dataset, part / "teacher.pt", part / "state.pt",
-                  part / "live", None, device="cpu")
+    paths = RunPaths(snapshot=part / "teacher.pt", state=part / "state.pt", live=part / "live")
+    train_teacher(teacher_config(steps=3), dataset_dir=dataset, device="cpu", paths=paths)
+    train_teacher(teacher_config(), dataset_dir=dataset, device="cpu", paths=paths)
     a, b = load_checkpoint(full / "state.pt"), load_checkpoint(part / "state.pt")
     for key in ("G", "D", "G_ema"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
@@ -95,8 +96,8 @@ def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, dataset, monkeypatch
     monkeypatch.setattr(losses, "g_nonsaturating_loss", loss_going_nan)
     out = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match=r"step 4: loss/g is nan.*state\.pt \(step 3\)"):
-        train_teacher(teacher_config(), dataset, out / "teacher.pt", out / "state.pt", None,
-                      None, device="cpu")
+        train_teacher(teacher_config(), dataset_dir=dataset, device="cpu",
+                      paths=RunPaths(snapshot=out / "teacher.pt", state=out / "state.pt"))
     assert load_checkpoint(out / "state.pt")["step"] == 3
     assert not (out / "teacher.pt").exists()
 

@@ -27,7 +27,7 @@ from typing import Annotated
 import numpy as np
 import pydantic
 
-from pipeline.config import StageConfig
+from pipeline.config import PowerOfTwo, StageConfig, config_text
 from pipeline.data.ingest import SKIP_REASONS, LoadedImage, SourceFile, list_source, load_face
 from pipeline.data.layout import FORMAT_VERSION, MANIFEST_FIELDS
 from pipeline.data.synthetic import synthetic_face
@@ -40,17 +40,10 @@ log = logging.getLogger(__name__)
 SYNTHETIC = "synthetic"
 
 
-def _power_of_two(value: int) -> int:
-    if value & (value - 1):
-        raise ValueError(f"must be a power of two, got {value}")
-    return value
-
-
 class PrepareConfig(StageConfig):
     """The ``prepare`` section of params.yaml."""
 
-    resolution: Annotated[int, pydantic.Field(ge=8, le=1024),
-                          pydantic.AfterValidator(_power_of_two)]  # output size, pixels
+    resolution: Annotated[PowerOfTwo, pydantic.Field(ge=8, le=1024)]  # output size, pixels
     synthetic_images: Annotated[int, pydantic.Field(ge=1)]  # faces generated for 'synthetic'
     seed: Annotated[int, pydantic.Field(ge=0)]              # seed of the synthetic faces
     min_images: Annotated[int, pydantic.Field(ge=1)]        # fail when fewer usable remain
@@ -127,15 +120,14 @@ def _csv_text(header: Iterable[str], rows: Iterable[Iterable]) -> str:
     return buffer.getvalue()
 
 
-def prepare_dataset(source: str, out: str | Path, config: PrepareConfig, config_json: str,
+def prepare_dataset(source: str, out: str | Path, config: PrepareConfig,
                     workers: int = 0) -> PrepareReport:
     """Build the dataset artifact at ``out`` from ``source`` and return a report.
 
     Args:
         source:      ``"synthetic"`` for the procedural faces, or a folder / .zip of face images.
         out:         the dataset directory to write; replaced whole, only on success.
-        config:      the ``prepare`` config.
-        config_json: the resolved config, written beside the data.
+        config:      the ``prepare`` config (written resolved beside the data, ``config.json``).
         workers:     processes for decoding and resizing; 0 means one per CPU core.
 
     Raises:
@@ -177,7 +169,7 @@ def prepare_dataset(source: str, out: str | Path, config: PrepareConfig, config_
         write_text(tmp / "manifest.csv", _csv_text(MANIFEST_FIELDS, manifest_rows))
         write_text(tmp / "skipped.csv", _csv_text(("source", "reason", "detail"),
                                                   report.skipped_files))
-        write_text(tmp / "config.json", config_json)
+        write_text(tmp / "config.json", config_text("prepare", config))
         write_json(tmp / "dataset.json", {
             "format": FORMAT_VERSION,
             "resolution": config.resolution,

@@ -1,10 +1,7 @@
 """The release bundle: the deployed student (float16 and float32 TFLite) with its interface
 JSON, a model card, the exact params, the metrics, and ``SHA256SUMS``; as a directory and as a
 zip with fixed timestamps (same contents, same bytes).
-
-:func:`verify_bundle` is what a consumer (or CI) runs on the zip: every file is listed in
-``SHA256SUMS`` and matches it, and the float16 model loads in LiteRT and produces finite images
-of the shape its JSON declares.
+Its consumer's check is ``pipeline.export.verify_bundle``.
 """
 
 from __future__ import annotations
@@ -20,14 +17,13 @@ from typing import Annotated, Any
 import numpy as np
 import pydantic
 
+from pipeline.artifacts.release import MODELS, SUMS
 from pipeline.config import StageConfig, read_yaml
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path, sha256_file, write_json, write_text
 
 log = logging.getLogger(__name__)
 
-MODELS = ("student_float16", "student_float32")
-SUMS = "SHA256SUMS"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: reproducible zip bytes
 
 
@@ -36,10 +32,6 @@ class BundleConfig(StageConfig):
 
     name: Annotated[str, pydantic.Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]  # release name
     license: str     # licence of the released weights, stated in the model card
-
-
-class BundleError(PipelineError):
-    """A release bundle is incomplete or does not match its checksums."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -173,44 +165,3 @@ def build_bundle(config: BundleConfig, params_path: Path, tflite_dir: Path, eval
     log.info("release %s: %s and %s", config.name, out_dir, zip_path)
     return {"files": sorted(p.name for p in out_dir.iterdir()),
             "zip_bytes": zip_path.stat().st_size}
-
-
-def verify_bundle(zip_path: str | Path) -> dict[str, Any]:
-    """Unpack a release zip to a temporary directory, check it against ``SHA256SUMS`` (every
-    file listed, every digest equal), then load the float16 model in LiteRT and run it once.
-    Raises :class:`BundleError`; returns a summary."""
-    from pipeline.export.tflite import run_tflite
-
-    zip_path = Path(zip_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            with zipfile.ZipFile(zip_path) as archive:
-                archive.extractall(tmp)
-        except (OSError, zipfile.BadZipFile) as e:
-            raise BundleError(f"{zip_path}: not a readable zip: {e}") from None
-        roots = list(Path(tmp).iterdir())
-        if len(roots) != 1 or not roots[0].is_dir() or not (roots[0] / SUMS).is_file():
-            raise BundleError(f"{zip_path}: expected one folder with a {SUMS} file and nothing "
-                              f"else at the top level")
-        root = roots[0]
-        listed = {}
-        for line in (root / SUMS).read_text().splitlines():
-            digest, _, name = line.partition("  ")
-            listed[name] = digest
-        present = {p.name for p in root.iterdir() if p.name != SUMS}
-        if present != set(listed):
-            raise BundleError(f"{zip_path}: files {sorted(present ^ set(listed))} are in the "
-                              f"bundle or in {SUMS} but not both")
-        for name, digest in listed.items():
-            actual = sha256_file(root / name)
-            if actual != digest:
-                raise BundleError(f"{zip_path}: {name} has SHA-256 {actual}, {SUMS} says {digest}")
-        card = _read_json(root / "student_float16.json")
-        latent = np.random.default_rng(0).standard_normal(card["input"]["shape"]).astype(np.float32)
-        image = run_tflite(root / "student_float16.tflite", latent)
-        if list(image.shape) != card["output"]["shape"] or not np.isfinite(image).all():
-            raise BundleError(f"{zip_path}: student_float16.tflite gave {image.shape} "
-                              f"(finite: {bool(np.isfinite(image).all())}), its JSON declares "
-                              f"{card['output']['shape']}")
-    return {"files": sorted(listed), "output_shape": list(image.shape),
-            "output_range": [float(image.min()), float(image.max())]}

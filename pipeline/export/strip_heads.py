@@ -1,7 +1,7 @@
 """The ``strip_heads`` stage's library: the student's inference generator, verified bit-equal.
 
 Training needs every auxiliary UpToRGB head; the deployed model keeps the blocks and the last
-head only (``pipeline.models.strip``). The stripped model is checked against the full student on
+head only (``pipeline.models.inference``). The stripped model is checked against the full student on
 fixed latents: same device, same inputs, outputs equal bit for bit, or nothing is written.
 """
 
@@ -16,11 +16,12 @@ import torch
 
 from pipeline.config import StageConfig
 from pipeline.errors import PipelineError
-from pipeline.metrics.complexity import count_flops, count_parameters
 from pipeline.models.blazestylegan import load_student
-from pipeline.models.strip import INFERENCE_KIND, InputKind, Layout, strip_aux_heads, ws_of
-from pipeline.training.checkpoint import save_snapshot
-from pipeline.training.runtime import fixed_latents
+from pipeline.models.complexity import count_flops, count_parameters
+from pipeline.models.inference import INFERENCE_KIND, InputKind, Layout, strip_aux_heads
+from pipeline.models.styles import broadcast_ws
+from pipeline.seeding import fixed_latents
+from pipeline.snapshot import save_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def strip_heads(student_path: str | Path, snapshot_path: str | Path,
     z = fixed_latents(config.seed, config.check_latents, student.config.z_dim, "strip_heads")
     with torch.no_grad():
         w = student.mapping(z)
-        expected, _ = student.synthesis(ws_of(w, student.num_ws))
+        expected, _ = student.synthesis(broadcast_ws(w, student.num_ws))
         if config.layout == "nhwc":
             expected = expected.permute(0, 2, 3, 1)
         latent = z if config.input == "z" else w
@@ -70,7 +71,7 @@ def strip_heads(student_path: str | Path, snapshot_path: str | Path,
 
     def full_forward():  # what the stripped model replaces: the same input, every head
         w_full = student.mapping(z[:1]) if config.input == "z" else w[:1]
-        return student.synthesis(ws_of(w_full, student.num_ws))
+        return student.synthesis(broadcast_ws(w_full, student.num_ws))
 
     full_params = count_parameters(student.synthesis) + (
         count_parameters(student.mapping) if config.input == "z" else 0)

@@ -29,17 +29,16 @@ import pydantic
 import torch
 from torch import nn
 
+from pipeline.artifacts.tflite import PRECISIONS, card_file, model_file
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import PipelineError
-from pipeline.export.onnx_export import (ConversionMismatch, check_latents, inference_models,
-                                         max_abs_error, run_onnx)
+from pipeline.models.inference import check_latents, inference_models
+from pipeline.runtimes import (ConversionMismatch, max_abs_error, psnr_db, run_onnx, run_tflite,
+                               tensor_interface)
 from pipeline.io import atomic_path, sha256_file, write_json
-from pipeline.metrics.similarity import PSNR_MAX_DB, psnr
+from pipeline.similarity import PSNR_MAX_DB
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("float32", "float16")
-
 
 class ConvertTfliteConfig(StageConfig):
     """The ``convert_tflite`` section of params.yaml."""
@@ -120,53 +119,6 @@ def select_tf_ops(model: str | Path) -> set[str]:
     # models that would fail to allocate without the Flex delegate).
     ops = Interpreter(model_path=str(model))._get_ops_details()
     return {op["op_name"] for op in ops if op["op_name"].startswith("Flex")}
-
-
-def _interpreter(model: str | Path, threads: int):  # -> ai_edge_litert Interpreter
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(model), num_threads=threads)
-    interpreter.allocate_tensors()
-    if len(interpreter.get_input_details()) != 1 or len(interpreter.get_output_details()) != 1:
-        raise PipelineError(f"{model}: expected one input and one output, got "
-                            f"{len(interpreter.get_input_details())} and "
-                            f"{len(interpreter.get_output_details())}")
-    return interpreter
-
-
-def run_tflite(model: str | Path, latents: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Outputs of a one-input, one-output TFLite generator for ``latents`` (count, dim) on LiteRT
-    (XNNPACK), the count a multiple of the model's static batch."""
-    interpreter = _interpreter(model, threads)
-    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
-    batch = int(source["shape"][0])
-    if len(latents) % batch:
-        raise PipelineError(f"{model}: {len(latents)} check latents are not a multiple of its "
-                            f"batch {batch}")
-    outputs = []
-    for i in range(0, len(latents), batch):
-        interpreter.set_tensor(source["index"], latents[i:i + batch].astype(source["dtype"]))
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(target["index"]).copy())
-    return np.concatenate(outputs)
-
-
-def tensor_interface(model: str | Path) -> dict[str, dict[str, Any]]:
-    """Name, shape and dtype of the input and output tensors of a TFLite model, as converted."""
-    interpreter = _interpreter(model, 1)
-
-    def describe(detail: dict) -> dict[str, Any]:
-        return {"name": detail["name"], "index": int(detail["index"]),
-                "shape": [int(d) for d in detail["shape"]],
-                "dtype": np.dtype(detail["dtype"]).name}
-
-    return {"input": describe(interpreter.get_input_details()[0]),
-            "output": describe(interpreter.get_output_details()[0])}
-
-
-def psnr_db(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """PSNR per image in dB, images in [-1, 1] (peak-to-peak 2), any layout with batch first."""
-    return psnr(torch.from_numpy(actual), torch.from_numpy(expected)).numpy()
 
 
 def output_layout(name: str, tflite_shape: list[int], pytorch_shape: tuple[int, ...],
@@ -270,14 +222,14 @@ def convert_tflite(name: str, onnx_path: str | Path, model: nn.Module, latents: 
             expected, onnx_output = (a.transpose(0, 2, 3, 1) for a in (expected, onnx_output))
         metrics = check_tflite(name, paths, expected, onnx_output, latents.numpy(), config)
         for precision, path in paths.items():
-            target = out_dir / f"{name}_{precision}.tflite"
+            target = model_file(out_dir, name, precision)
             shutil.copyfile(path, target)
             verified = {"against": "PyTorch, LiteRT with XNNPACK on x86-64",
                         "latents": len(latents), **metrics[precision],
                         **({"tolerance_max_abs_error": config.max_abs_error}
                            if precision == "float32" else
                            {"tolerance_min_psnr_db": config.min_psnr_db})}
-            write_json(target.with_suffix(".json"), interface_card(
+            write_json(card_file(out_dir, name, precision), interface_card(
                 target, precision, model, layout, onnx_path, provenance, verified))
     log.info("%s: float32 max abs error %.3g, float16 PSNR %.1f dB (worst image) vs PyTorch",
              name, metrics["float32"]["max_abs_error_vs_pytorch"],

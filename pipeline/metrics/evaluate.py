@@ -26,20 +26,18 @@ import pydantic
 import torch
 from torch import nn
 
+from pipeline.artifacts.tflite import GENERATORS, PRECISIONS, card_file, model_file
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import ConfigError
-from pipeline.export.onnx_export import check_latents, inference_models, latent_shape
-from pipeline.export.tflite import PRECISIONS, run_tflite
-from pipeline.images import make_grid, to_uint8
+from pipeline.models.complexity import count_flops, count_parameters
+from pipeline.models.inference import check_latents, inference_models, latent_shape
+from pipeline.images import make_grid, quantize, to_pixels
 from pipeline.metrics import android, fid, latency, swd
-from pipeline.metrics.complexity import count_flops, count_parameters
 from pipeline.metrics.reference import FidConfig, Reference, fid_weights
-from pipeline.metrics.similarity import psnr, ssim_per_image
+from pipeline.runtimes import run_tflite
+from pipeline.similarity import psnr, ssim_per_image
 
 log = logging.getLogger(__name__)
-
-GENERATORS = ("student", "teacher")
-
 
 class LatencyConfig(StageConfig):
     """``evaluate.latency``: the timing protocol, the same for every runtime."""
@@ -100,7 +98,7 @@ def _measure_latency(models, onnx_paths, tflite_dir, flops, config):
     peak = latency.sgemm_peak_gflops(config.threads)
     results: dict[str, Any] = {"peak_sgemm_gflops": peak, "threads": config.threads}
     for name, model in models.items():
-        runners = {f"litert_{p}": latency.litert_runner(tflite_dir / f"{name}_{p}.tflite",
+        runners = {f"litert_{p}": latency.litert_runner(model_file(tflite_dir, name, p),
                                                         config.threads) for p in PRECISIONS}
         runners["onnxruntime"] = latency.onnxruntime_runner(onnx_paths[name], config.threads)
         runners["pytorch"] = latency.pytorch_runner(model, latent_shape(model, 1)[1],
@@ -117,7 +115,7 @@ def _measure_latency(models, onnx_paths, tflite_dir, flops, config):
 
 def android_latency(tflite_dir: Path, config: AndroidConfig, latency_config: LatencyConfig) -> dict:
     return {f"{name}_{p}": android.run_benchmark(
-                config.serial, tflite_dir / f"{name}_{p}.tflite", config.benchmark_model,
+                config.serial, model_file(tflite_dir, name, p), config.benchmark_model,
                 config.threads, config.use_gpu, latency_config.warmup, latency_config.runs,
                 config.adb)
             for name in GENERATORS for p in PRECISIONS}
@@ -132,10 +130,10 @@ def generate(models: dict[str, nn.Module], tflite_dir: Path, latents: torch.Tens
         for name in GENERATORS:
             out = torch.cat([models[name](chunk) for chunk in latents.split(batch_size)])
             images[name] = out.permute(0, 3, 1, 2) if models[name].layout == "nhwc" else out
-    deployed = torch.from_numpy(run_tflite(tflite_dir / "student_float16.tflite", latents.numpy()))
-    layout = json.loads((tflite_dir / "student_float16.json").read_text())["output"]["layout"]
+    deployed = torch.from_numpy(run_tflite(model_file(tflite_dir, "student", "float16"), latents.numpy()))
+    layout = json.loads(card_file(tflite_dir, "student", "float16").read_text())["output"]["layout"]
     images["student_float16"] = deployed.permute(0, 3, 1, 2) if layout == "NHWC" else deployed
-    return {name: fid.to_uint8(image).float() / 127.5 - 1 for name, image in images.items()}
+    return {name: quantize(image).float() / 127.5 - 1 for name, image in images.items()}
 
 
 def similarity(images: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
@@ -171,7 +169,7 @@ def quality(images: dict[str, torch.Tensor], reference: Reference, weights: Path
 
 def comparison_grid(images: dict[str, torch.Tensor], columns: int) -> np.ndarray:
     """Rows: teacher, student, student float16 TFLite; columns: the same latents."""
-    rows = [to_uint8(images[name][:columns])
+    rows = [to_pixels(images[name][:columns])
             for name in ("teacher", "student", "student_float16")]
     return make_grid(np.concatenate(rows), columns=columns)
 

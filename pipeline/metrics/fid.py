@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.images import quantize
 from pipeline.io import sha256_file
 from pipeline.pretrained import WeightsUnavailable, download_to_hub_cache, hub_cache_path
 
@@ -96,11 +97,6 @@ def fid_metric(weights: Path | None = None, feature: nn.Module | None = None):
                                     feature_extractor_weights_path=str(weights))
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) images in [-1, 1] to uint8, as saved to PNG."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def real_statistics(metric) -> dict[str, np.ndarray]:
     """The real images' accumulated statistics of ``metric``, as arrays to save."""
     return {name: getattr(metric, name).cpu().numpy() for name in _STATES}
@@ -122,5 +118,5 @@ def frechet_distance_to_real(metric, fake_batches) -> float:
     the real statistics already in ``metric``."""
     metric.reset()  # fake statistics only: reset_real_features=False keeps the real ones
     for batch in fake_batches:
-        metric.update(to_uint8(batch) if batch.dtype != torch.uint8 else batch, real=False)
+        metric.update(quantize(batch) if batch.dtype != torch.uint8 else batch, real=False)
     return float(metric.compute())

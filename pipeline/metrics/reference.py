@@ -23,6 +23,7 @@ import torch
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.data.dataset import FaceDataset
 from pipeline.errors import DataError, PipelineError
+from pipeline.images import quantize
 from pipeline.io import atomic_path, sha256_file, write_json
 from pipeline.metrics import fid
 
@@ -63,7 +64,7 @@ def build_reference(dataset_dir: str | Path, out: str | Path, config: ReferenceS
     count = min(config.images, len(dataset))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.seed))
     images = torch.stack([dataset[int(i)] for i in order[:count]])
-    uint8 = fid.to_uint8(images)
+    uint8 = quantize(images)
     weights, reason = fid_weights(fid_config)
     summary = {"images": count, "dataset_sha256": dataset.manifest_sha256, "seed": config.seed,
                "resolution": dataset.resolution, "fid_available": weights is not None,

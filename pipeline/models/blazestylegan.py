@@ -29,6 +29,7 @@ larger on its own than the paper's totals, so the paper's counts cannot include 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -37,16 +38,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import StageConfig
+from pipeline.config import PowerOfTwo, StageConfig
 from pipeline.models.layers import lrelu_gain
 from pipeline.models.stylegan2 import MappingNetwork, StyleGAN2Config
-from pipeline.training.checkpoint import rebuild_from_snapshot
+from pipeline.models.styles import broadcast_ws
+from pipeline.snapshot import rebuild_from_snapshot
 
 
 class BlazeStyleGANConfig(StageConfig):
     """Shape of a BlazeStyleGAN student. Stored in every checkpoint."""
 
-    resolution: Annotated[int, pydantic.Field(ge=16, le=1024)]  # output size, a power of two
+    resolution: Annotated[PowerOfTwo, pydantic.Field(ge=16, le=1024)]  # output size
     z_dim: Annotated[int, pydantic.Field(ge=1)]
     w_dim: Annotated[int, pydantic.Field(ge=1)]
     mapping_layers: Annotated[int, pydantic.Field(ge=1)]
@@ -57,8 +59,6 @@ class BlazeStyleGANConfig(StageConfig):
 
     @pydantic.model_validator(mode="after")
     def _check_levels(self):
-        if self.resolution & (self.resolution - 1):
-            raise ValueError(f"resolution must be a power of two, got {self.resolution}")
         levels = int(math.log2(self.resolution)) - 2
         for key in ("channels", "head_channels"):
             if len(getattr(self, key)) != levels:
@@ -112,7 +112,7 @@ PRESETS: dict[str, BlazeStyleGANConfig] = {
 }
 
 
-class StyleConv(nn.Module):
+class StyleAffine(nn.Module):
     """w (N, w_dim, 1, 1) -> per-channel styles (N, C, 1, 1): a 1x1 conv, equalized lr, bias 1."""
 
     def __init__(self, w_dim: int, channels: int):
@@ -135,7 +135,7 @@ class ModulatedSeparableConv(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, noise: bool):
         super().__init__()
-        self.style = StyleConv(w_dim, in_ch)
+        self.style = StyleAffine(w_dim, in_ch)
         self.depthwise = nn.Parameter(torch.randn(in_ch, 1, 3, 3))
         self.pointwise = nn.Parameter(torch.randn(out_ch, in_ch, 1, 1))
         self.dw_scale, self.pw_scale = 1 / 3.0, 1 / math.sqrt(in_ch)
@@ -168,7 +168,7 @@ class UpToRGB(nn.Module):
 
     def __init__(self, in_ch: int, hidden: int, w_dim: int):
         super().__init__()
-        self.style = StyleConv(w_dim, in_ch)
+        self.style = StyleAffine(w_dim, in_ch)
         self.project = nn.Conv2d(in_ch, hidden, 1)
         self.up = nn.ModuleList(nn.ModuleDict({
             "depthwise": nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False),
@@ -181,6 +181,21 @@ class UpToRGB(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = lrelu_gain(stage["pointwise"](stage["depthwise"](x)))
         return self.to_rgb(x)
+
+
+def run_blocks(const: torch.Tensor, blocks: nn.ModuleList,
+               styles: Sequence[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+    """The student's block loop, shared by training (:class:`BlazeSynthesis`) and inference
+    (``pipeline.models.inference``): yields (level index, features (N, C, r/4, r/4)) per level.
+
+    ``styles[k]`` (N, w_dim, 1, 1) drives style input k; block i uses inputs 2i and 2i + 1.
+    """
+    x = const.expand(styles[0].shape[0], -1, -1, -1)
+    for i, (conv1, conv2) in enumerate(blocks):
+        if i > 0:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = conv2(conv1(x, styles[2 * i]), styles[2 * i + 1])
+        yield i, x
 
 
 class BlazeSynthesis(nn.Module):
@@ -203,13 +218,9 @@ class BlazeSynthesis(nn.Module):
 
     def features(self, ws: torch.Tensor, level: int | None = None):
         """Yield (level, features, head w) for every level (up to ``level``)."""
-        w4 = ws[:, :, :, None, None]  # (N, num_ws, w_dim, 1, 1): each w as a 1x1 "image"
-        x = self.const.expand(ws.shape[0], -1, -1, -1)
-        for i, (conv1, conv2) in enumerate(self.blocks):
-            if i > 0:
-                x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = conv2(conv1(x, w4[:, 2 * i]), w4[:, 2 * i + 1])
-            yield i, x, w4[:, 2 * i + 2]
+        styles = ws[:, :, :, None, None].unbind(1)  # num_ws x (N, w_dim, 1, 1): w as 1x1 "images"
+        for i, x in run_blocks(self.const, self.blocks, styles):
+            yield i, x, styles[2 * i + 2]
             if level is not None and i == level:
                 return
 
@@ -238,7 +249,7 @@ class BlazeStyleGAN(nn.Module):
 
     def forward(self, z: torch.Tensor, psi: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
         w = self.mapping(z, psi=psi)
-        return self.synthesis(w[:, None].expand(-1, self.num_ws, -1))
+        return self.synthesis(broadcast_ws(w, self.num_ws))
 
 
 STUDENT_KIND = "blazestylegan-student"  # snapshot kind of a distilled student (every head)

@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import StageConfig
+from pipeline.config import PowerOfTwo, StageConfig
 from pipeline.models.layers import (BLUR_KERNEL, Blur, EqualConv2d, EqualLinear, NoiseInjection,
                                     Upsample, lrelu_gain)
-from pipeline.training.checkpoint import rebuild_from_snapshot
+from pipeline.models.styles import broadcast_ws
+from pipeline.snapshot import rebuild_from_snapshot
 
 NoiseMode = Literal["random", "const", "none"]
 
@@ -36,7 +37,7 @@ NoiseMode = Literal["random", "const", "none"]
 class StyleGAN2Config(StageConfig):
     """Shape of a StyleGAN2 generator and discriminator. Stored in every checkpoint."""
 
-    resolution: Annotated[int, pydantic.Field(ge=8, le=1024)]  # output size, a power of two
+    resolution: Annotated[PowerOfTwo, pydantic.Field(ge=8, le=1024)]  # output size
     z_dim: Annotated[int, pydantic.Field(ge=1)]            # latent z size
     w_dim: Annotated[int, pydantic.Field(ge=1)]            # intermediate latent w size
     mapping_layers: Annotated[int, pydantic.Field(ge=1)]   # depth of the mapping MLP
@@ -46,13 +47,6 @@ class StyleGAN2Config(StageConfig):
     conv_clamp: Annotated[float, pydantic.Field(gt=0)] | None  # clamp activations to +-this
     # (StyleGAN2-ADA trains with 256 for its float16 layers; None: no clamping)
     noise: bool  # per-layer noise inputs (StyleGAN2 has them; flat-shaded data does not need them)
-
-    @pydantic.field_validator("resolution")
-    @classmethod
-    def _power_of_two(cls, value: int) -> int:
-        if value & (value - 1):
-            raise ValueError(f"must be a power of two, got {value}")
-        return value
 
     def channels(self, resolution: int) -> int:
         return min(self.channel_base // resolution, self.channel_max)
@@ -275,7 +269,7 @@ class Generator(nn.Module):
                 noise_mode: NoiseMode = "random") -> torch.Tensor:
         """z (N, z_dim) -> image (N, 3, R, R), one w for every layer (no style mixing)."""
         w = self.mapping(z, psi=psi)
-        return self.synthesis(w[:, None].expand(-1, self.num_ws, -1), noise_mode)
+        return self.synthesis(broadcast_ws(w, self.num_ws), noise_mode)
 
 
 class ConvLayer(nn.Module):

@@ -1,15 +1,37 @@
-"""The discriminator's half of a training step, shared by the teacher's training and distillation:
-the logistic loss on real against generated images, and lazy R1 on the real ones."""
+"""What the two adversarial trainers (the teacher's training and distillation) share: their
+common params keys, and the discriminator's half of a training step (the logistic loss on real
+against generated images, and lazy R1 on the real ones)."""
 
 from __future__ import annotations
 
 import contextlib
+from typing import Annotated, ClassVar
 
+import pydantic
 import torch
 from torch import nn
 
+from pipeline.config import PositiveInt
 from pipeline.training import losses
+from pipeline.training.run import TrainingConfig
 from pipeline.training.runtime import Distributed, optimizer_step
+
+NonNegativeFloat = Annotated[float, pydantic.Field(ge=0)]
+
+
+class AdversarialConfig(TrainingConfig):
+    """The keys of an adversarial trainer's section, besides :class:`TrainingConfig`'s."""
+
+    g_lr: Annotated[float, pydantic.Field(gt=0)]
+    d_lr: Annotated[float, pydantic.Field(gt=0)]
+    r1_gamma: NonNegativeFloat       # R1 weight; 0 disables R1
+    r1_interval: PositiveInt         # lazy R1: every this many steps
+    style_mixing: Annotated[float, pydantic.Field(ge=0, le=1)]  # probability per batch
+    ema_kimg: Annotated[float, pydantic.Field(gt=0)]  # EMA half-life in thousands of images
+    xflip: bool                      # add mirrored copies of the dataset
+    sample_grid: PositiveInt         # latents of the sample grid
+
+    RESUMABLE_KEYS: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE_KEYS | {"sample_grid"}
 
 
 def discriminator_step(D: nn.Module, opt_D: torch.optim.Optimizer, real: torch.Tensor,

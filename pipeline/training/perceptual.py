@@ -24,7 +24,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
-from pipeline.metrics.similarity import ssim
+from pipeline.similarity import ssim
 from pipeline.pretrained import WeightsUnavailable, download_to_hub_cache, hub_cache_path
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,5 @@
-"""Training runtime shared by every trainer: devices, torchrun processes, seeding, EMA.
-
-Randomness is *stateless per step*: every random draw of step ``k`` on rank ``r`` (batch indices,
-latents, style mixing, noise inputs) comes from generators seeded by ``(seed, k, r)``. A run resumed
-from a checkpoint of step ``k`` therefore replays exactly what an uninterrupted run would have drawn,
-without restoring any generator state, and the data order does not depend on the worker count.
-"""
+"""Training runtime shared by every trainer: devices, torchrun processes, gradient and buffer
+averaging, EMA. Per-step random streams are ``pipeline.seeding``'s."""
 
 from __future__ import annotations
 
@@ -20,6 +15,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.seeding import step_generator
 
 
 @dataclass(frozen=True)
@@ -119,23 +115,6 @@ def all_reduce_mean(tensor: torch.Tensor, dist: Distributed) -> torch.Tensor:
     return tensor / dist.world_size
 
 
-def step_seed(seed: int, step: int, rank: int, stream: str) -> int:
-    """A 63-bit seed for one named random stream of one step on one rank."""
-    digest = hashlib.sha256(f"{seed}/{step}/{rank}/{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def step_generator(seed: int, step: int, rank: int, stream: str,
-                   device: torch.device | str = "cpu") -> torch.Generator:
-    """A fresh ``torch.Generator`` on ``device`` for one stream of one step on one rank."""
-    return torch.Generator(device=device).manual_seed(step_seed(seed, step, rank, stream))
-
-
-def seed_step(seed: int, step: int, rank: int) -> None:
-    """Seed the global generators for draws made inside models (e.g. StyleGAN noise inputs)."""
-    torch.manual_seed(step_seed(seed, step, rank, "global"))
-
-
 def rank_batch_indices(seed: int, step: int, population: int, batch_size: int,
                        dist: Distributed) -> list[int]:
     """This rank's share of the step's batch of dataset indices (drawn with replacement).
@@ -147,12 +126,6 @@ def rank_batch_indices(seed: int, step: int, population: int, batch_size: int,
                             generator=step_generator(seed, step, 0, "data")).tolist()
     local = batch_size // dist.world_size
     return indices[dist.rank * local:(dist.rank + 1) * local]
-
-
-def fixed_latents(seed: int, count: int, z_dim: int, stream: str) -> torch.Tensor:
-    """``count`` latents (count, z_dim) fixed for a whole run and across resumptions, e.g. for the
-    sample grids (``stream`` names what they are for, so two uses never share latents)."""
-    return torch.randn(count, z_dim, generator=step_generator(seed, -1, 0, stream))
 
 
 def average_gradients(module: nn.Module, dist: Distributed) -> None:

@@ -1,5 +1,9 @@
 """Checkpoints: inference snapshots and training states, written atomically, loaded safely.
 
+The bottom layer of every model file: the model classes (``pipeline.models``) rebuild from a
+snapshot through :func:`rebuild_from_snapshot`, the trainers (``pipeline.training.run``) resume
+from a training state loaded with :func:`load_checkpoint`.
+
 * An **inference snapshot** holds one model's weights and the config that rebuilds it, so any
   script can load it without ``params.yaml``: ``{"format", "kind", "config", "state_dict", "meta"}``.
 * A **training state** holds everything needed to resume: models, optimizers, step, the training
@@ -13,7 +17,6 @@ from unwrapped modules (no ``module.`` or ``_orig_mod.`` prefixes).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -23,11 +26,10 @@ import torch
 from torch import nn
 
 from pipeline.config import describe_errors
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 
 FORMAT_VERSION = 1
-log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
 
@@ -87,27 +89,3 @@ def rebuild_from_snapshot(path: str | Path, kind: str, build: Callable[[dict], M
         raise CheckpointError(f"{path}: snapshot does not match this version's {kind} "
                               f"({detail}); re-create it") from None
     return model.to(device).eval().requires_grad_(False)
-
-
-def load_training_state(path: str | Path, kind: str, identity: dict[str, Any], steps: int,
-                        steps_key: str) -> dict[str, Any] | None:
-    """The training state at ``path`` to resume from, or None to start afresh.
-
-    A state made with another ``identity`` (training config, data, teacher...) is not resumed: a
-    warning says so and training starts from scratch. A state already past ``steps`` (the params
-    key ``steps_key``) is an error, since training cannot go backwards.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return None
-    state = load_checkpoint(path)
-    if state.get("kind") != kind:
-        raise CheckpointError(f"{path}: not a {kind}")
-    if state.get("identity") != identity:
-        log.warning("%s was made with other params, data or inputs; starting from scratch", path)
-        return None
-    if state["step"] > steps:
-        raise ConfigError(f"{path} is at step {state['step']}, past {steps_key} ({steps}); "
-                              "raise it, or delete the state to start afresh")
-    log.info("resuming from %s at step %d", path, state["step"])
-    return state
