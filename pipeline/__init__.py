@@ -1,1 +1,2 @@
-"""BlazeStyleGAN compression and export pipeline: the library behind the DVC stages in ``stages/``."""
+"""BlazeStyleGAN compression and export pipeline: the library behind the DVC stages in
+``stages/``."""

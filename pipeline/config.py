@@ -1,11 +1,11 @@
 """Typed, frozen stage configs loaded from ``params.yaml``.
 
 Each stage owns one section of ``params.yaml`` and one :class:`StageConfig` subclass that declares
-every key of that section with its type. There are no defaults in code: ``params.yaml`` is the single
-place where values live, so a missing key is an error, as are unknown keys (usually a typo that would
-otherwise be ignored silently) and values of the wrong type (validation is strict: ``64.0`` is not an
-``int``, ``"yes"`` is not a ``bool``). All of these fail before the stage does any work, with a
-message that names the file and the key.
+every key of that section with its type. There are no defaults in code: ``params.yaml`` is the
+single place where values live, so a missing key is an error, as are unknown keys (usually a typo
+that would otherwise be ignored silently) and values of the wrong type (validation is strict:
+``64.0`` is not an ``int``, ``"yes"`` is not a ``bool``). All of these fail before the stage does
+any work, with a message that names the file and the key.
 """
 
 from __future__ import annotations

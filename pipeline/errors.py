@@ -15,3 +15,8 @@ class ConfigError(PipelineError):
 
 class DataError(PipelineError):
     """The input data is missing, empty or unusable."""
+
+
+class FileError(PipelineError):
+    """A file or directory could not be read or written (missing, full disk, no permission, a
+    path that cannot be created): the message names the path and the system's reason."""

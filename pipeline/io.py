@@ -4,6 +4,10 @@ Every artifact is written under a temporary name next to its final path and rena
 once complete, so an interrupted or failed stage never leaves a half-written artifact behind.
 ``os.replace`` is atomic on POSIX when source and destination are on the same filesystem, which is
 why the temporary always lives in the destination's own directory.
+
+A write that fails for a reason of the system's (a full disk, no permission, a parent that is a
+file) is a :class:`~pipeline.errors.FileError` naming the artifact's final path (never the
+temporary) and the reason, e.g. ``models/teacher.pt: No space left on device``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import FileError
+
 
 def _tmp_sibling(path: Path, directory: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +37,8 @@ def _tmp_sibling(path: Path, directory: bool) -> Path:
 
 
 def _sweep_stale(path: Path) -> None:
-    """Delete temporaries left next to ``path`` by a writer that was killed (SIGKILL, power loss)."""
+    """Delete temporaries left next to ``path`` by a writer that was killed (SIGKILL, power
+    loss)."""
     if path.parent.is_dir():
         for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
             if ".tmp-" in stale.name or ".old-" in stale.name:
@@ -45,17 +52,44 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def os_reason(error: OSError) -> str:
+    """The system's reason for an OS error, e.g. ``No space left on device``."""
+    return error.strerror or str(error) or type(error).__name__
+
+
+def describe_os_error(error: OSError, path: str | Path | None = None,
+                      tmp: Path | None = None) -> str:
+    """One line for an OS error: the file it concerns and the system's reason.
+
+    ``path`` names the file when the error does not (a failed ``write()`` carries no file name);
+    a file inside the temporary ``tmp`` of :func:`atomic_path` is named by its final place.
+    """
+    reason = os_reason(error)
+    name = error.filename
+    if name is not None and tmp is not None and path is not None:
+        inside = Path(name)
+        if inside == tmp or tmp in inside.parents:
+            name = Path(path) / inside.relative_to(tmp) if inside != tmp else path
+    if name is None:
+        name = path
+    return f"{name}: {reason}" if name is not None else reason
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write to; move it onto ``path`` only if the block succeeds.
 
     With ``directory=True`` the temporary is an empty directory and ``path`` (a file or a directory
     from an earlier run) is replaced whole. On any exception the temporary is deleted and ``path``
-    is left exactly as it was.
+    is left exactly as it was; an ``OSError`` (full disk, permissions...) becomes a
+    :class:`~pipeline.errors.FileError` naming ``path``.
     """
     path = Path(path)
-    _sweep_stale(path)
-    tmp = _tmp_sibling(path, directory)
+    try:
+        _sweep_stale(path)
+        tmp = _tmp_sibling(path, directory)
+    except OSError as e:
+        raise FileError(f"cannot create {path}: {os_reason(e)}") from None
     try:
         yield tmp
         if directory:
@@ -80,8 +114,11 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
         else:
             os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
             os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        if isinstance(e, OSError):
+            raise FileError(describe_os_error(e, path, tmp)) from None
         raise
 
 

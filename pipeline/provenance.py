@@ -1,6 +1,6 @@
 """Where an artifact came from: the git commit the producing run started from, whether the code
-had changes not in that commit, and a hash of the params that produced it. Recorded in the interface JSON of each exported model
-and in the release's model card."""
+had changes not in that commit, and a hash of the params that produced it. Recorded in the interface
+JSON of each exported model and in the release's model card."""
 
 from __future__ import annotations
 

@@ -92,8 +92,8 @@ def tflite_interpreter(model: str | Path, threads: int):  # -> ai_edge_litert In
         interpreter = Interpreter(model_path=str(model), num_threads=threads)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
-        raise ModelFileError(f"{model}: not a TFLite model LiteRT can run "
-                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ModelFileError(f"{model}: not a TFLite model LiteRT can run ("
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if len(interpreter.get_input_details()) != 1 or len(interpreter.get_output_details()) != 1:
         raise ModelFileError(f"{model}: expected one input and one output, got "
                              f"{len(interpreter.get_input_details())} and "

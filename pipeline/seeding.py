@@ -18,8 +18,8 @@ import torch
 def numpy_rng(seed: int, *stream: int) -> np.random.Generator:
     """A NumPy generator for ``(seed, *stream)``.
 
-    Streams are statistically independent (``SeedSequence`` spawning), so item ``i`` of a dataset can
-    be generated from ``numpy_rng(seed, i)`` in any order or any worker and still be the same.
+    Streams are statistically independent (``SeedSequence`` spawning), so item ``i`` of a dataset
+    can be generated from ``numpy_rng(seed, i)`` in any order or any worker and still be the same.
     """
     return np.random.default_rng(np.random.SeedSequence([seed, *stream]))
 

@@ -5,7 +5,8 @@ snapshot through :func:`rebuild_from_snapshot`, the trainers (``pipeline.trainin
 from a training state loaded with :func:`load_checkpoint`.
 
 * An **inference snapshot** holds one model's weights and the config that rebuilds it, so any
-  script can load it without ``params.yaml``: ``{"format", "kind", "config", "state_dict", "meta"}``.
+  script can load it without ``params.yaml``:
+  ``{"format", "kind", "config", "state_dict", "meta"}``.
 * A **training state** holds everything needed to resume: models, optimizers, step, the training
   config it was made with. It is written every N steps under a temporary name and renamed, so a run
   killed at any moment (even with SIGKILL) leaves the previous complete state.
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import pydantic
-
 import torch
 from torch import nn
 
@@ -39,8 +39,10 @@ class CheckpointError(PipelineError):
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """``torch.save`` ``payload`` (plus the format version) to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT_VERSION, **payload}, tmp)
+    # Through a file object: torch then reports a full disk as the OSError it is (given a path it
+    # raises an opaque RuntimeError), and the bytes do not depend on the file's name.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": FORMAT_VERSION, **payload}, f)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -51,7 +53,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt file, foreign pickle, truncated write
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint "
+                              f"({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a checkpoint of format {FORMAT_VERSION}")
     return payload
@@ -59,7 +62,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def save_snapshot(path: str | Path, kind: str, model: torch.nn.Module, config: dict[str, Any],
                   meta: dict[str, Any] | None = None) -> None:
-    """Save an inference snapshot of ``model`` (its state dict) with the ``config`` that builds it."""
+    """Save an inference snapshot of ``model`` (its state dict) with the ``config`` that builds
+    it."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(path, {"kind": kind, "config": config, "state_dict": state, "meta": meta or {}})
 

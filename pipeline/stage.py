@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import typer
 
 from pipeline.errors import PipelineError
+from pipeline.io import describe_os_error
 
 
 def stage_app(help: str) -> typer.Typer:
@@ -21,8 +22,10 @@ def stage_app(help: str) -> typer.Typer:
 def stage_run(name: str) -> Iterator[logging.Logger]:
     """Run a stage body: log to stderr, and turn a :class:`PipelineError` into one error line.
 
-    A user error (bad params, bad data) exits with status 1 and no traceback; anything else is a
-    bug and propagates with its traceback.
+    A user error (bad params, bad data, a missing or corrupt input) exits with status 1 and no
+    traceback, and so does an ``OSError`` (a full disk, no permission, an unreadable file),
+    reported as the file and the system's reason (its traceback is logged at DEBUG level);
+    anything else is a bug and propagates with its traceback.
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
@@ -31,4 +34,8 @@ def stage_run(name: str) -> Iterator[logging.Logger]:
         yield log
     except PipelineError as e:
         print(f"error: {name}: {e}", file=sys.stderr)
+        raise typer.Exit(code=1) from None
+    except OSError as e:
+        log.debug("the OS error's traceback", exc_info=True)
+        print(f"error: {name}: {describe_os_error(e)}", file=sys.stderr)
         raise typer.Exit(code=1) from None

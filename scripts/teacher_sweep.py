@@ -7,7 +7,8 @@ dataset, at psi 1 and psi 0.7, and writes a grid of truncated samples. Asserts n
 
 Re-running with a higher ``steps`` and ``--resume`` continues the same run, as ``dvc repro`` does:
 
-    python scripts/teacher_sweep.py --dataset data/prepared --out runs/lr2 --set g_lr=0.002 --set d_lr=0.002
+    python scripts/teacher_sweep.py --dataset data/prepared --out runs/lr2 \
+        --set g_lr=0.002 --set d_lr=0.002
     python scripts/teacher_sweep.py --dataset data/prepared --out runs/lr2 \
         --set g_lr=0.002 --set d_lr=0.002 --set steps=2400 --resume
 """

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from pipeline.export.bundle import verify_bundle
+from pipeline.export.verify_bundle import verify_bundle
 from pipeline.stage import stage_app, stage_run
 
 app = stage_app(__doc__)

@@ -26,7 +26,9 @@ def main(
     with stage_run("bundle"):
         config = load_config(params, "bundle", BundleConfig)
         log_config("bundle", config)
-        build_bundle(config, params, tflite, evaluation, conversion, dataset, out, zip_path)
+        build_bundle(config, params_path=params, tflite_dir=tflite, evaluation_path=evaluation,
+                     conversion_path=conversion, dataset_dir=dataset, out_dir=out,
+                     zip_path=zip_path)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ app = stage_app(__doc__)
 
 @app.command()
 def main(teacher: Path = typer.Option(None, help="a teacher snapshot to include"),
-         student: Path = typer.Option(None, help="a student snapshot (distill) to include")) -> None:
+         student: Path = typer.Option(None,
+                                      help="a student snapshot (distill) to include")) -> None:
     with stage_run("complexity"):
         rows = preset_rows()
         if teacher is not None:

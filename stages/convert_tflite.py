@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
+from pipeline.artifacts.base import write_artifact
 from pipeline.config import load_config, log_config
 from pipeline.export.tflite import ConvertTfliteConfig, convert_generators
-from pipeline.io import write_json
 from pipeline.provenance import provenance
 from pipeline.stage import stage_app, stage_run
 
@@ -28,8 +28,9 @@ def main(
     with stage_run("convert_tflite"):
         config = load_config(params, "convert_tflite", ConvertTfliteConfig)
         log_config("convert_tflite", config)
-        write_json(metrics, convert_generators(student, teacher, student_onnx, teacher_onnx, out,
-                                               config, provenance(params)))
+        write_artifact(metrics, convert_generators(
+            config, student_path=student, teacher_path=teacher, student_onnx=student_onnx,
+            teacher_onnx=teacher_onnx, out_dir=out, provenance=provenance(params)))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def main(
     samples: Path = typer.Option(..., help="PNG: teacher | student on the same fixed latents"),
     metrics: Path = typer.Option(..., help="JSON: student-vs-teacher PSNR / SSIM per level"),
     vgg19_weights: Path = typer.Option(None, help="VGG19 weights in torchvision's format "
-                                       "(perceptual: vgg19-imagenet); default: the torch hub cache"),
+                                       "(perceptual: vgg19-imagenet); "
+                                       "default: the torch hub cache"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     with stage_run("distill"):

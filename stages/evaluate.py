@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.artifacts.base import write_artifact
 from pipeline.config import load_config, log_config
 from pipeline.images import save_png
 from pipeline.io import write_json
@@ -37,13 +38,14 @@ def main(
         fid_config = load_config(params, "fid", FidConfig)
         log_config("evaluate", config)
         log_config("fid", fid_config)
-        results, samples = evaluate(student, teacher,
-                                    {"student": student_onnx, "teacher": teacher_onnx}, tflite,
-                                    reference, config, fid_config)
+        results, samples = evaluate(config, fid_config, student_path=student,
+                                    teacher_path=teacher,
+                                    onnx_paths={"student": student_onnx, "teacher": teacher_onnx},
+                                    tflite_dir=tflite, reference_dir=reference)
         save_png(grid, samples)
         write_report(results, report, chart, grid)
         write_json(latency_plot, latency_rows(results))
-        write_json(metrics, results)
+        write_artifact(metrics, results)
 
 
 if __name__ == "__main__":

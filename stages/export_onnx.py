@@ -25,7 +25,9 @@ def main(
     with stage_run("export_onnx"):
         config = load_config(params, "export_onnx", ExportOnnxConfig)
         log_config("export_onnx", config)
-        write_json(metrics, export_generators(student, teacher, student_onnx, teacher_onnx, config))
+        write_json(metrics, export_generators(config, student_path=student, teacher_path=teacher,
+                                              student_onnx=student_onnx,
+                                              teacher_onnx=teacher_onnx))
 
 
 if __name__ == "__main__":

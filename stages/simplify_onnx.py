@@ -25,7 +25,9 @@ def main(
     with stage_run("simplify_onnx"):
         config = load_config(params, "simplify_onnx", SimplifyOnnxConfig)
         log_config("simplify_onnx", config)
-        write_json(metrics, simplify_generators(student, teacher, student_out, teacher_out, config))
+        write_json(metrics, simplify_generators(config, student_onnx=student, teacher_onnx=teacher,
+                                                student_out=student_out,
+                                                teacher_out=teacher_out))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def main(
     with stage_run("strip_heads"):
         config = load_config(params, "strip_heads", StripHeadsConfig)
         log_config("strip_heads", config)
-        write_json(metrics, strip_heads(student, snapshot, config))
+        write_json(metrics, strip_heads(config, student_path=student, snapshot_path=snapshot))
 
 
 if __name__ == "__main__":

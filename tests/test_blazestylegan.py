@@ -6,8 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.blazestylegan import (PRESETS, BlazeStyleGAN, BlazeStyleGANConfig,
-                                           ModulatedSeparableConv)
+from pipeline.models.blazestylegan import (
+    PRESETS,
+    BlazeStyleGAN,
+    BlazeStyleGANConfig,
+    ModulatedSeparableConv,
+)
 from pipeline.models.complexity import blaze_row
 
 TINY = BlazeStyleGANConfig(resolution=32, z_dim=16, w_dim=16, mapping_layers=2,
@@ -39,7 +43,8 @@ def test_separable_demodulation_equals_a_per_sample_weight_convolution():
         conv.bias.normal_()
     x, w = torch.randn(3, 6, 8, 8), torch.randn(3, 16, 1, 1)
     s = conv.style(w)[:, :, 0, 0]
-    composed = (conv.pointwise * conv.pw_scale)[:, :, 0, 0, None, None] * (conv.depthwise * conv.dw_scale)[None, :, 0]
+    composed = ((conv.pointwise * conv.pw_scale)[:, :, 0, 0, None, None]
+                * (conv.depthwise * conv.dw_scale)[None, :, 0])
     expected = []
     for n in range(3):
         weight = composed * s[n][None, :, None, None]
@@ -116,4 +121,5 @@ def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout):
     assert torch.equal(out, full)
     assert count_parameters(stripped) < count_parameters(student)
     ws = ws_of(w, student.num_ws)
-    assert count_flops(lambda: stripped(w if input_kind == "w" else z)) < count_flops(lambda: student.synthesis(ws))
+    assert (count_flops(lambda: stripped(w if input_kind == "w" else z))
+            < count_flops(lambda: student.synthesis(ws)))

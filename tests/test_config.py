@@ -6,11 +6,10 @@ import sys
 import pydantic
 import pytest
 
+from conftest import ROOT, TINY_PREPARE
 from pipeline.config import load_config, read_yaml
 from pipeline.data.prepare import PrepareConfig
 from pipeline.errors import ConfigError
-
-from conftest import ROOT, TINY_PREPARE
 
 
 def test_loads_typed_frozen_config(prepare_params):

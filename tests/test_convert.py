@@ -17,8 +17,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.models.convert import (CheckpointImportError, UnsafePickleError, load_nvlabs,
-                                     load_rosinality)
+from pipeline.models.convert import (
+    CheckpointImportError,
+    UnsafePickleError,
+    load_nvlabs,
+    load_rosinality,
+)
 
 RES, Z, W_DIM, LAYERS, LR_MUL = 16, 8, 8, 2, 0.01
 CH = {4: 8, 8: 8, 16: 4}  # channel_base 64, channel_max 8
@@ -33,7 +37,8 @@ def neutral_weights(seed=0):
          "const": r(1, CH[4], 4, 4), "w_avg": r(W_DIM) * 0.1, "layers": [], "rgbs": []}
 
     def layer(cin, cout, res, k=3):
-        return {"weight": r(cout, cin, k, k), "affine_w": r(cin, W_DIM), "affine_b": 1 + 0.1 * r(cin),
+        return {"weight": r(cout, cin, k, k), "affine_w": r(cin, W_DIM),
+                "affine_b": 1 + 0.1 * r(cin),
                 "noise_strength": 0.1 * r(1), "bias": 0.1 * r(cout), "noise": r(res, res)}
 
     p["layers"].append(layer(CH[4], CH[4], 4))
@@ -55,22 +60,23 @@ def reference_forward(p, z):
     """StyleGAN2 config-F generator, one sample at a time, noise from the fixed buffers."""
     x = z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-8)
     for weight, bias in p["fc"]:
-        x = F.leaky_relu(x @ (weight * LR_MUL / math.sqrt(weight.shape[1])).t() + bias * LR_MUL, 0.2) * math.sqrt(2)
+        x = F.leaky_relu(x @ (weight * LR_MUL / math.sqrt(weight.shape[1])).t() + bias * LR_MUL,
+                         0.2) * math.sqrt(2)
     images = []
     for w in x:
-        def modconv(h, l, demod, up=False):
-            style = w @ (l["affine_w"] / math.sqrt(W_DIM)).t() + l["affine_b"]
-            cout, cin, k, _ = l["weight"].shape
-            weight = l["weight"] / math.sqrt(cin * k * k) * style[None, :, None, None]
+        def modconv(h, layer, demod, up=False):
+            style = w @ (layer["affine_w"] / math.sqrt(W_DIM)).t() + layer["affine_b"]
+            cout, cin, k, _ = layer["weight"].shape
+            weight = layer["weight"] / math.sqrt(cin * k * k) * style[None, :, None, None]
             if demod:
                 weight = weight / torch.sqrt(weight.pow(2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
             if up:
                 return blur(F.conv_transpose2d(h, weight.transpose(0, 1), stride=2), (1, 1), 4.0)
             return F.conv2d(h, weight, padding=k // 2)
 
-        def synth_layer(h, l, up=False):
-            h = modconv(h, l, True, up) + l["noise_strength"] * l["noise"]
-            return F.leaky_relu(h + l["bias"].view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+        def synth_layer(h, layer, up=False):
+            h = modconv(h, layer, True, up) + layer["noise_strength"] * layer["noise"]
+            return F.leaky_relu(h + layer["bias"].view(1, -1, 1, 1), 0.2) * math.sqrt(2)
 
         def upsample(img):
             big = torch.zeros(1, 3, img.shape[2] * 2, img.shape[3] * 2)
@@ -94,18 +100,20 @@ def rosinality_state(p):
         s[f"style.{i + 1}.weight"], s[f"style.{i + 1}.bias"] = weight, bias
     s["input.input"] = p["const"]
     names = ["conv1"] + [f"convs.{i}" for i in range(4)]
-    for i, (name, l) in enumerate(zip(names, p["layers"])):
-        s[f"{name}.conv.weight"] = l["weight"][None]
-        s[f"{name}.conv.modulation.weight"], s[f"{name}.conv.modulation.bias"] = l["affine_w"], l["affine_b"]
-        s[f"{name}.noise.weight"] = l["noise_strength"]
-        s[f"{name}.activate.bias"] = l["bias"]
-        s[f"noises.noise_{i}"] = l["noise"][None, None]
+    for i, (name, layer) in enumerate(zip(names, p["layers"])):
+        s[f"{name}.conv.weight"] = layer["weight"][None]
+        (s[f"{name}.conv.modulation.weight"],
+         s[f"{name}.conv.modulation.bias"]) = layer["affine_w"], layer["affine_b"]
+        s[f"{name}.noise.weight"] = layer["noise_strength"]
+        s[f"{name}.activate.bias"] = layer["bias"]
+        s[f"noises.noise_{i}"] = layer["noise"][None, None]
         if name.startswith("convs"):
             s[f"{name}.conv.blur.kernel"] = BLUR2D * 4
-    for name, l in zip(["to_rgb1", "to_rgbs.0", "to_rgbs.1"], p["rgbs"]):
-        s[f"{name}.conv.weight"] = l["weight"][None]
-        s[f"{name}.conv.modulation.weight"], s[f"{name}.conv.modulation.bias"] = l["affine_w"], l["affine_b"]
-        s[f"{name}.bias"] = l["bias"].view(1, 3, 1, 1)
+    for name, layer in zip(["to_rgb1", "to_rgbs.0", "to_rgbs.1"], p["rgbs"]):
+        s[f"{name}.conv.weight"] = layer["weight"][None]
+        (s[f"{name}.conv.modulation.weight"],
+         s[f"{name}.conv.modulation.bias"]) = layer["affine_w"], layer["affine_b"]
+        s[f"{name}.bias"] = layer["bias"].view(1, 3, 1, 1)
         if name != "to_rgb1":
             s[f"{name}.upsample.kernel"] = BLUR2D * 4
     return s
@@ -130,7 +138,8 @@ def test_rosinality_without_latent_avg_computes_one(tmp_path):
     path = tmp_path / "g.pt"
     torch.save({"g_ema": rosinality_state(neutral_weights())}, path)
     G = load_rosinality(path)
-    assert G.mapping.w_avg.abs().sum() > 0 and torch.equal(G.mapping.w_avg, load_rosinality(path).mapping.w_avg)
+    assert G.mapping.w_avg.abs().sum() > 0 and torch.equal(G.mapping.w_avg,
+                                                           load_rosinality(path).mapping.w_avg)
 
 
 # -- NVlabs: persistent objects whose embedded source would run code if executed. -------------
@@ -177,32 +186,42 @@ def nvlabs_pickle(p, path, reconstruct, src):
     EasyDict = sys.modules["dnnlib.util"].EasyDict
     P = lambda name, **kw: Persistent(reconstruct, name, src, **kw)  # noqa: E731
     # As in real pickles: gains are numpy scalars, init kwargs are EasyDicts.
-    fcs = [(f"fc{i}", P("FullyConnectedLayer", params=[("weight", torch.nn.Parameter(w)), ("bias", torch.nn.Parameter(b))],
+    fcs = [(f"fc{i}", P("FullyConnectedLayer", params=[("weight", torch.nn.Parameter(w)),
+                                                        ("bias", torch.nn.Parameter(b))],
                          weight_gain=np.float64(LR_MUL / np.sqrt(w.shape[1])), bias_gain=LR_MUL,
                          act_gain=np.sqrt(2), _init_kwargs=EasyDict(lr_multiplier=LR_MUL)))
            for i, (w, b) in enumerate(p["fc"])]
-    mapping = P("MappingNetwork", modules=fcs, buffers=[("w_avg", p["w_avg"])], z_dim=Z, w_dim=W_DIM)
+    mapping = P("MappingNetwork", modules=fcs, buffers=[("w_avg", p["w_avg"])], z_dim=Z,
+                w_dim=W_DIM)
 
-    def layer(l, res, up):
-        affine = P("FullyConnectedLayer", params=[("weight", l["affine_w"]), ("bias", l["affine_b"])], bias_gain=1.0)
+    def layer(weights, res, up):
+        affine = P("FullyConnectedLayer", params=[("weight", weights["affine_w"]),
+                                                  ("bias", weights["affine_b"])], bias_gain=1.0)
         return P("SynthesisLayer", modules=[("affine", affine)],
-                 params=[("weight", l["weight"]), ("noise_strength", l["noise_strength"][0]), ("bias", l["bias"])],
-                 buffers=[("resample_filter", BLUR2D), ("noise_const", l["noise"])],
+                 params=[("weight", weights["weight"]),
+                         ("noise_strength", weights["noise_strength"][0]),
+                         ("bias", weights["bias"])],
+                 buffers=[("resample_filter", BLUR2D), ("noise_const", weights["noise"])],
                  up=2 if up else 1, resolution=res, conv_clamp=None)
 
-    def torgb(l):
-        affine = P("FullyConnectedLayer", params=[("weight", l["affine_w"]), ("bias", l["affine_b"])], bias_gain=1.0)
-        return P("ToRGBLayer", modules=[("affine", affine)], params=[("weight", l["weight"]), ("bias", l["bias"])])
+    def torgb(weights):
+        affine = P("FullyConnectedLayer", params=[("weight", weights["affine_w"]),
+                                                  ("bias", weights["affine_b"])], bias_gain=1.0)
+        return P("ToRGBLayer", modules=[("affine", affine)],
+                 params=[("weight", weights["weight"]), ("bias", weights["bias"])])
 
     blocks = [("b4", P("SynthesisBlock", params=[("const", p["const"][0])],
-                       modules=[("conv1", layer(p["layers"][0], 4, False)), ("torgb", torgb(p["rgbs"][0]))]))]
+                       modules=[("conv1", layer(p["layers"][0], 4, False)),
+                                ("torgb", torgb(p["rgbs"][0]))]))]
     for b, res in enumerate((8, 16)):
-        blocks.append((f"b{res}", P("SynthesisBlock", buffers=[("resample_filter", BLUR2D)], modules=[
-            ("conv0", layer(p["layers"][1 + 2 * b], res, True)),
-            ("conv1", layer(p["layers"][2 + 2 * b], res, False)),
-            ("torgb", torgb(p["rgbs"][1 + b]))])))
-    G = P("Generator", modules=[("synthesis", P("SynthesisNetwork", modules=blocks)), ("mapping", mapping)],
-          _init_kwargs=EasyDict(mapping_kwargs=EasyDict(num_layers=LAYERS), synthesis_kwargs=EasyDict()))
+        blocks.append((f"b{res}", P("SynthesisBlock", buffers=[("resample_filter", BLUR2D)],
+                                    modules=[("conv0", layer(p["layers"][1 + 2 * b], res, True)),
+                                             ("conv1", layer(p["layers"][2 + 2 * b], res, False)),
+                                             ("torgb", torgb(p["rgbs"][1 + b]))])))
+    G = P("Generator", modules=[("synthesis", P("SynthesisNetwork", modules=blocks)),
+                                ("mapping", mapping)],
+          _init_kwargs=EasyDict(mapping_kwargs=EasyDict(num_layers=LAYERS),
+                                synthesis_kwargs=EasyDict()))
     D = P("Discriminator", params=[("w", torch.randn(3))], _init_kwargs=EasyDict(c_dim=0))
     augment = P("AugmentPipe", buffers=[("p", torch.tensor(0.1))], xflip=np.float32(1.0))
     with open(path, "wb") as f:
@@ -236,7 +255,8 @@ def test_pickle_cannot_modify_torch_objects(tmp_path):
     assert "pwned" not in torch._utils._rebuild_tensor_v2.__dict__
 
 
-@pytest.mark.parametrize("global_name", [b"torch\nFloatStorage", b"numpy\nndarray", b"builtins\neval"])
+@pytest.mark.parametrize("global_name", [b"torch\nFloatStorage", b"numpy\nndarray",
+                                         b"builtins\neval"])
 def test_other_globals_are_refused(tmp_path, global_name):
     path = tmp_path / "g.pkl"
     path.write_bytes(b"\x80\x04c" + global_name + b"\n.")
@@ -301,7 +321,8 @@ def test_import_teacher_stage_writes_a_loadable_snapshot(tmp_path):
          str(tmp_path / "samples.png")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     z = torch.randn(2, Z)
-    assert (load_teacher(tmp_path / "teacher.pt")(z, noise_mode="const") - reference_forward(p, z)).abs().max() < 1e-4
+    assert (load_teacher(tmp_path / "teacher.pt")(z, noise_mode="const")
+            - reference_forward(p, z)).abs().max() < 1e-4
     assert (tmp_path / "samples.png").is_file()
     bad = subprocess.run(
         [sys.executable, "-m", "stages.import_teacher", "--format", "nvlabs", "--source",

@@ -6,20 +6,19 @@ import json
 import pytest
 import torch
 
+from conftest import TINY_PREPARE
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.errors import ConfigError
 from pipeline.export.strip_heads import StripHeadsConfig, StrippingMismatch, strip_heads
 from pipeline.models.blazestylegan import BlazeStyleGANConfig, load_student
 from pipeline.models.inference import load_inference_generator
 from pipeline.models.stylegan2 import TEACHER_KIND, Generator, StyleGAN2Config, load_teacher
-from pipeline.training import losses
-from pipeline.snapshot import load_checkpoint, save_snapshot
 from pipeline.models.styles import mix_styles
+from pipeline.snapshot import load_checkpoint, save_snapshot
+from pipeline.training import losses
 from pipeline.training.distill import DistillConfig, distill
 from pipeline.training.run import RunPaths
 from pipeline.training.runtime import module_digest
-
-from conftest import TINY_PREPARE
 
 TEACHER = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, mapping_lr_mul=0.01,
                           channel_base=256, channel_max=32, conv_clamp=None, noise=True)
@@ -94,7 +93,8 @@ def test_style_mixing_switches_teacher_and_student_at_the_same_resolution():
 
 
 def test_short_distillation_improves_student_vs_teacher_psnr(tmp_path, teacher, dataset):
-    out, result = run(tmp_path, teacher, dataset, distill_config(steps=30, eval_every=15, g_lr=0.01))
+    out, result = run(tmp_path, teacher, dataset,
+                      distill_config(steps=30, eval_every=15, g_lr=0.01))
     assert result["final"]["psnr"] > result["initial"]["psnr"] + 2
     assert result["final"]["ssim"] > result["initial"]["ssim"]
     assert {"psnr_8", "psnr_16", "ssim_8", "ssim_16"} <= set(result["final"])
@@ -117,7 +117,8 @@ def test_interrupted_and_resumed_distillation_is_bit_equal(tmp_path, teacher, da
     assert load_checkpoint(tmp_path / "part" / "state.pt")["step"] == 6
     assert module_digest(load_student(full / "student.pt")) == module_digest(
         load_student(tmp_path / "part" / "student.pt"))
-    assert result["initial"] == run(tmp_path, teacher, dataset, distill_config(), "full")[1]["initial"]
+    full = run(tmp_path, teacher, dataset, distill_config(), "full")[1]
+    assert result["initial"] == full["initial"]
 
 
 def test_distilled_mapping_network_is_trained_towards_the_teachers(tmp_path, teacher, dataset):
@@ -130,8 +131,10 @@ def test_distilled_mapping_network_is_trained_towards_the_teachers(tmp_path, tea
 
 def test_incompatible_teacher_or_dataset_is_a_clear_error(tmp_path, teacher, dataset):
     with pytest.raises(ConfigError, match=r"distill.student.w_dim is 8 but the teacher's is 16"):
-        run(tmp_path, teacher, dataset, distill_config(student={**TINY_DISTILL["student"], "w_dim": 8}))
-    with pytest.raises(ConfigError, match="distill.student.mapping_layers is 3.*shares its mapping"):
+        run(tmp_path, teacher, dataset,
+            distill_config(student={**TINY_DISTILL["student"], "w_dim": 8}))
+    with pytest.raises(ConfigError,
+                       match="distill.student.mapping_layers is 3.*shares its mapping"):
         run(tmp_path, teacher, dataset,
             distill_config(student={**TINY_DISTILL["student"], "mapping_layers": 3}))
 
@@ -157,7 +160,7 @@ def student(tmp_path_factory, teacher, dataset):
 @pytest.mark.parametrize("input_kind,layout", [("z", "nhwc"), ("w", "nchw")])
 def test_strip_heads_writes_a_verified_smaller_generator(tmp_path, student, input_kind, layout):
     config = StripHeadsConfig(input=input_kind, layout=layout, check_latents=4, seed=0)
-    metrics = strip_heads(student, tmp_path / "inference.pt", config)
+    metrics = strip_heads(config, student_path=student, snapshot_path=tmp_path / "inference.pt")
     assert metrics["max_abs_diff"] == 0.0
     assert metrics["params_inference"] < metrics["params_full"]
     assert metrics["gflops_inference"] < metrics["gflops_full"]
@@ -185,7 +188,7 @@ def test_strip_heads_refuses_a_mismatch_and_writes_nothing(tmp_path, student, mo
     monkeypatch.setattr(module, "strip_aux_heads", off_by_a_little)
     config = StripHeadsConfig(input="z", layout="nhwc", check_latents=2, seed=0)
     with pytest.raises(StrippingMismatch, match="differs from the full student"):
-        strip_heads(student, tmp_path / "inference.pt", config)
+        strip_heads(config, student_path=student, snapshot_path=tmp_path / "inference.pt")
     assert not (tmp_path / "inference.pt").exists()
 
 
@@ -224,5 +227,6 @@ def test_shared_mapping_must_have_the_teachers_learning_rate_multiplier(tmp_path
 
 def test_distilled_mapping_is_also_scored_through_its_own_w(tmp_path, teacher, dataset):
     student = {**TINY_DISTILL["student"], "mapping_layers": 1, "mapping_lr_mul": 1.0}
-    _, result = run(tmp_path, teacher, dataset, distill_config(mapping="distilled", student=student))
+    _, result = run(tmp_path, teacher, dataset,
+                    distill_config(mapping="distilled", student=student))
     assert result["final"]["w_mse"] > 0 and "psnr_own_mapping" in result["final"]

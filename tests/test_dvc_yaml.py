@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import ROOT
 from pipeline.data.prepare import PrepareConfig
 from pipeline.export.bundle import BundleConfig
 from pipeline.export.onnx_export import ExportOnnxConfig
@@ -19,8 +20,6 @@ from pipeline.metrics.reference import FidConfig, ReferenceStatsConfig
 from pipeline.provenance import MODEL_SECTIONS
 from pipeline.training.distill import DistillConfig
 from pipeline.training.teacher import TrainTeacherConfig
-
-from conftest import ROOT
 
 CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
            "distill": DistillConfig, "strip_heads": StripHeadsConfig,
@@ -77,7 +76,8 @@ def test_stage_lists_exactly_the_params_it_reads(name):
         assert params == list(MODEL_SECTIONS)
         return
     fields = set(CONFIGS[name].model_fields)
-    assert params == [name, *SHARED.get(name, [])] or set(params) == {f"{name}.{field}" for field in fields}
+    assert (params == [name, *SHARED.get(name, [])]
+            or set(params) == {f"{name}.{field}" for field in fields})
 
 
 def test_params_yaml_loads_and_its_models_are_the_documented_presets():

@@ -10,6 +10,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
+from pipeline.artifacts.evaluation import Evaluation
 from pipeline.errors import PipelineError
 from pipeline.export.bundle import BundleConfig, build_bundle
 from pipeline.images import quantize
@@ -180,7 +181,7 @@ INFO: count=50 first=405 curr=398 min=384 max=611 avg=410.32 std=38
 INFO: Inference timings in us: Init: 11406, First inference: 1312, Warmup (avg): 497.5, Inference (avg): 410.32
 INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
 INFO: Memory footprint delta from the start of the tool (MB): init=3.5 overall=5.1
-"""
+"""  # noqa: E501 - benchmark_model's output, verbatim
 
 
 def test_android_benchmark_commands_and_parsing(tmp_path):
@@ -228,12 +229,15 @@ def results(fid_value=None, phone=False):
            "latency": {"peak_sgemm_gflops": 100.0, "threads": 2,
                        **{n: {r: timing for r in report.RUNTIMES} for n in ("teacher", "student")}},
            "quality": {n: quality for n in ("teacher", "student", "student_float16")},
-           "similarity": {"student_vs_teacher": {"psnr_db": 20.0, "ssim": 0.6}},
+           "similarity": {pair: {"psnr_db": 20.0, "ssim": 0.6} for pair in (
+               "student_vs_teacher", "student_float16_vs_teacher", "student_float16_vs_student")},
            "samples": 8,
            "fid_unavailable_reason": None if fid_value is not None else "no weights offline"}
     if phone:
-        out["android"] = {"student_float16": {"mean_ms": 0.41, "std_ms": 0.04}}
-    return out
+        out["android"] = {"student_float16": {"init_ms": 11.4, "first_ms": 1.3,
+                                              "warmup_mean_ms": 0.5, "mean_ms": 0.41,
+                                              "std_ms": 0.04}}
+    return Evaluation.model_validate(out)
 
 
 def test_report_tables_with_and_without_fid_and_a_phone(tmp_path):
@@ -253,7 +257,8 @@ def test_bundle_with_a_missing_model_writes_nothing(tmp_path):
     (tmp_path / "tflite").mkdir()
     config = BundleConfig(name="b", license="test")
     with pytest.raises(PipelineError, match="student_float16.tflite: missing; run convert_tflite"):
-        build_bundle(config, tmp_path / "params.yaml", tmp_path / "tflite", tmp_path / "e.json",
-                     tmp_path / "c.json", tmp_path / "data", tmp_path / "release" / "b",
-                     tmp_path / "release" / "b.zip")
+        build_bundle(config, params_path=tmp_path / "params.yaml", tflite_dir=tmp_path / "tflite",
+                     evaluation_path=tmp_path / "e.json", conversion_path=tmp_path / "c.json",
+                     dataset_dir=tmp_path / "data", out_dir=tmp_path / "release" / "b",
+                     zip_path=tmp_path / "release" / "b.zip")
     assert not (tmp_path / "release").exists()

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import ROOT
 from pipeline.config import load_config
 from pipeline.data.ingest import SourceFile, load_face
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
 from pipeline.errors import DataError
-
-from conftest import ROOT
 
 R = 32
 
@@ -179,7 +178,8 @@ def test_zip_source_matches_folder(tmp_path, prepare_params):
         z.writestr("__MACOSX/._face0.png", b"resource fork")
     prepare_dataset(str(src), tmp_path / "a", config, workers=1)
     prepare_dataset(str(archive), tmp_path / "b", config, workers=1)
-    assert (tmp_path / "a" / "manifest.csv").read_bytes() == (tmp_path / "b" / "manifest.csv").read_bytes()
+    assert ((tmp_path / "a" / "manifest.csv").read_bytes()
+            == (tmp_path / "b" / "manifest.csv").read_bytes())
 
 
 @pytest.mark.parametrize("kind, words", [

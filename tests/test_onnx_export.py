@@ -10,8 +10,8 @@ from pipeline.export.onnx_export import export_onnx
 from pipeline.export.onnx_simplify import simplify_onnx
 from pipeline.models.blazestylegan import BlazeStyleGAN, BlazeStyleGANConfig
 from pipeline.models.inference import ExportedTeacher, strip_aux_heads
-from pipeline.runtimes import ConversionMismatch, run_onnx
 from pipeline.models.stylegan2 import Generator, StyleGAN2Config
+from pipeline.runtimes import ConversionMismatch, run_onnx
 
 STUDENT = BlazeStyleGANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2,
                               mapping_lr_mul=0.01, channels=[16, 8], head_channels=[8, 8],
@@ -35,8 +35,8 @@ def student(input_kind="z", layout="nhwc"):
 
 
 @pytest.mark.parametrize("make", [lambda: student("z", "nhwc"), lambda: student("w", "nchw"),
-                                  lambda: ExportedTeacher(trained_looking(Generator(TEACHER).eval()),
-                                                          "z", "nhwc")],
+                                  lambda: ExportedTeacher(
+                                      trained_looking(Generator(TEACHER).eval()), "z", "nhwc")],
                          ids=["student-z-nhwc", "student-w-nchw", "teacher-z-nhwc"])
 def test_export_then_simplify_match_pytorch(tmp_path, make):
     model = make()
@@ -47,7 +47,8 @@ def test_export_then_simplify_match_pytorch(tmp_path, make):
     assert [i.name for i in graph.graph.input] == [model.input]
     assert [o.name for o in graph.graph.output] == ["image"]
     assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 16]
-    assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.graph.initializer)
+    assert not any(init.data_location == onnx.TensorProto.EXTERNAL
+                   for init in graph.graph.initializer)
     assert metrics["max_abs_error_vs_pytorch"] <= 1e-4 and metrics["opset"] == 18
 
     simplified = simplify_onnx(tmp_path / "m.onnx", tmp_path / "s.onnx", latents, 1e-5)

@@ -74,7 +74,8 @@ def test_hub_cache_and_download_are_checked(tmp_path, monkeypatch):
         resolve_vgg19_weights(None, allow_download=False)
     cache.unlink()
 
-    def fake_download(url, dst, hash_prefix=None, progress=False):  # the network: wrong bytes arrive
+    # the network: wrong bytes arrive
+    def fake_download(url, dst, hash_prefix=None, progress=False):
         assert url == perceptual.VGG19_URL
         with open(dst, "wb") as f:
             f.write(b"tampered")

@@ -5,8 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models.layers import NoiseInjection, make_kernel, upfirdn2d
-from pipeline.models.stylegan2 import (PRESETS, Discriminator, Generator, ModulatedConv2d,
-                                       StyleGAN2Config, minibatch_stddev)
+from pipeline.models.stylegan2 import (
+    PRESETS,
+    Discriminator,
+    Generator,
+    ModulatedConv2d,
+    StyleGAN2Config,
+    minibatch_stddev,
+)
 
 TINY = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, mapping_lr_mul=0.01,
                        channel_base=128, channel_max=16, conv_clamp=None, noise=True)
@@ -103,7 +109,8 @@ def test_minibatch_stddev_feature():
     assert out.shape == (8, 4, 4, 4)
     group = x.reshape(4, 2, 3, 4, 4)
     expected = group.var(0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
-    assert torch.allclose(out[0, 3, 0, 0], expected[0]) and torch.allclose(out[1, 3], expected[1].expand(4, 4))
+    assert (torch.allclose(out[0, 3, 0, 0], expected[0])
+            and torch.allclose(out[1, 3], expected[1].expand(4, 4)))
 
 
 def test_config_f_parameter_count():
@@ -116,7 +123,8 @@ def test_complexity_row_counts_params_and_flops():
     from pipeline.models.complexity import stylegan2_row
 
     row = stylegan2_row("tiny", TINY)
-    assert row["params_M"] == pytest.approx(sum(p.numel() for p in Generator(TINY).parameters()) / 1e6)
+    assert row["params_M"] == pytest.approx(sum(p.numel() for p in Generator(TINY).parameters())
+                                            / 1e6)
     # The 3x3 convs alone (TINY has 16 channels up to 8x8, 8 at 16x16): 2 * Cin * Cout * 9 * H * W,
     # with H, W the input size for the transposed (upsampling) convs.
     macs = 9 * (16 * 16 * 4 * 4            # 4x4 conv
@@ -129,8 +137,8 @@ def test_complexity_row_counts_params_and_flops():
 
 
 def test_snapshot_of_another_version_is_a_clear_error(tmp_path):
-    from pipeline.snapshot import CheckpointError, save_snapshot
     from pipeline.models.stylegan2 import TEACHER_KIND, load_teacher
+    from pipeline.snapshot import CheckpointError, save_snapshot
 
     G = Generator(TINY)
     config = {k: v for k, v in TINY.to_dict().items() if k != "noise"}  # made before the key

@@ -14,21 +14,27 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.export.onnx_export import export_onnx
 from pipeline.export.onnx_simplify import simplify_onnx
-from pipeline.export.tflite import (ConversionFailed, ConvertTfliteConfig, convert_generators,
-                                    convert_tflite, onnx_to_tflite, output_layout)
+from pipeline.export.tflite import (
+    ConversionFailed,
+    ConvertTfliteConfig,
+    convert_generators,
+    convert_tflite,
+    onnx_to_tflite,
+    output_layout,
+)
 from pipeline.models.inference import INFERENCE_KIND, ExportedTeacher
-from pipeline.runtimes import ConversionMismatch, run_tflite
 from pipeline.models.stylegan2 import TEACHER_KIND, Generator
 from pipeline.provenance import git_state, params_sha256
+from pipeline.runtimes import ConversionMismatch, run_tflite
 from pipeline.snapshot import save_snapshot
-
 from test_onnx_export import STUDENT, TEACHER, student, trained_looking
 
 pytestmark = pytest.mark.slow  # onnx2tf takes a few seconds per model
 
 CONFIG = ConvertTfliteConfig(check_latents=4, seed=0, max_abs_error=1e-4, min_psnr_db=45.0,
                              threads=1)
-PROVENANCE = {"git_commit": "0" * 40, "code_dirty": False, "params_sha256": "1" * 64}
+PROVENANCE = {"git_commit": "0" * 40, "code_dirty": False, "params_sha256": "1" * 64,
+              "params_sections": ["convert_tflite"]}  # as pipeline.provenance.provenance
 
 
 def teacher(input_kind="z", layout="nhwc"):
@@ -61,7 +67,7 @@ def test_float32_and_float16_match_pytorch_and_describe_themselves(tmp_path, mak
     source = to_onnx(model, tmp_path / "m.onnx", latents)
     out = tmp_path / "out"
     out.mkdir()
-    metrics = convert_tflite("g", source, model, latents, out, CONFIG, PROVENANCE)
+    metrics = convert_tflite("g", source, model, latents, out, CONFIG, PROVENANCE).model_dump()
 
     assert sorted(p.name for p in out.iterdir()) == ["g_float16.json", "g_float16.tflite",
                                                      "g_float32.json", "g_float32.tflite"]
@@ -176,8 +182,9 @@ def snapshots(tmp_path, input_kind="z", layout="nhwc"):
 def test_generators_are_converted_all_or_nothing(tmp_path):
     student_pt, teacher_pt, student_onnx, teacher_onnx = snapshots(tmp_path)
     out = tmp_path / "tflite"
-    metrics = convert_generators(student_pt, teacher_pt, student_onnx, teacher_onnx, out, CONFIG,
-                                 PROVENANCE)
+    metrics = convert_generators(CONFIG, student_path=student_pt, teacher_path=teacher_pt,
+                                 student_onnx=student_onnx, teacher_onnx=teacher_onnx,
+                                 out_dir=out, provenance=PROVENANCE).model_dump()
     assert set(metrics) == {"student", "teacher"}
     assert len(list(out.glob("*.tflite"))) == 4
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -185,8 +192,9 @@ def test_generators_are_converted_all_or_nothing(tmp_path):
     # The teacher's check fails (its ONNX is the student's): the student's models, converted and
     # checked first, are not written either, and the previous directory stays as it was.
     with pytest.raises(ConversionMismatch, match="teacher float32 TFLite"):
-        convert_generators(student_pt, teacher_pt, student_onnx, student_onnx, out, CONFIG,
-                           PROVENANCE)
+        convert_generators(CONFIG, student_path=student_pt, teacher_path=teacher_pt,
+                           student_onnx=student_onnx, teacher_onnx=student_onnx, out_dir=out,
+                           provenance=PROVENANCE)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 

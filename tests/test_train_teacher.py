@@ -10,16 +10,15 @@ import time
 import pytest
 import torch
 
-from pipeline.data.prepare import PrepareConfig, prepare_dataset
-from pipeline.training import losses
-from pipeline.snapshot import load_checkpoint
-from pipeline.training.monitor import TrainingDiverged
-from pipeline.training.runtime import module_digest
-from pipeline.models.stylegan2 import load_teacher
-from pipeline.training.run import RunPaths
-from pipeline.training.teacher import TrainTeacherConfig, train_teacher
-
 from conftest import ROOT, TINY_PREPARE, write_params
+from pipeline.data.prepare import PrepareConfig, prepare_dataset
+from pipeline.models.stylegan2 import load_teacher
+from pipeline.snapshot import load_checkpoint
+from pipeline.training import losses
+from pipeline.training.monitor import TrainingDiverged
+from pipeline.training.run import RunPaths
+from pipeline.training.runtime import module_digest
+from pipeline.training.teacher import TrainTeacherConfig, train_teacher
 
 TINY_TEACHER = {
     "model": {"resolution": 16, "z_dim": 16, "w_dim": 16, "mapping_layers": 2,
@@ -75,7 +74,8 @@ def test_interrupted_and_resumed_run_is_bit_equal(tmp_path, dataset):
     a, b = load_checkpoint(full / "state.pt"), load_checkpoint(part / "state.pt")
     for key in ("G", "D", "G_ema"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
-    assert module_digest(load_teacher(full / "teacher.pt")) == module_digest(load_teacher(part / "teacher.pt"))
+    assert (module_digest(load_teacher(full / "teacher.pt"))
+            == module_digest(load_teacher(part / "teacher.pt")))
 
 
 def test_state_from_other_params_is_not_resumed(tmp_path, dataset, caplog):
@@ -120,8 +120,8 @@ def test_kill_9_then_rerun_resumes_bit_exact(tmp_path, dataset):
     params = write_params(tmp_path / "params.yaml",
                           train_teacher={**TINY_TEACHER, "steps": 40, "checkpoint_every": 5})
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, *stage_command(params, dataset, reference)], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, *stage_command(params, dataset, reference)], cwd=ROOT,
+                   check=True, capture_output=True)
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, *stage_command(params, dataset, killed)], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -136,7 +136,8 @@ def test_kill_9_then_rerun_resumes_bit_exact(tmp_path, dataset):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert f"resuming from {killed / 'state.pt'} at step" in result.stderr
-    assert module_digest(load_teacher(reference / "teacher.pt")) == module_digest(load_teacher(killed / "teacher.pt"))
+    assert (module_digest(load_teacher(reference / "teacher.pt"))
+            == module_digest(load_teacher(killed / "teacher.pt")))
 
 
 @pytest.mark.slow

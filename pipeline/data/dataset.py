@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.data.layout import FORMAT_VERSION, MANIFEST_FIELDS
+from pipeline.artifacts.base import read_artifact
+from pipeline.data.layout import MANIFEST_FIELDS, META_FILE, DatasetMeta
 from pipeline.errors import DataError
+from pipeline.io import os_reason
 
 
 class FaceDataset(torch.utils.data.Dataset):
@@ -32,37 +33,40 @@ class FaceDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, xflip: bool = False, in_memory: bool | str = False):
         self.root = Path(root)
-        meta_path = self.root / "dataset.json"
+        meta_path = self.root / META_FILE
         if not meta_path.is_file():
-            raise DataError(f"{self.root}: not a prepared dataset (no dataset.json); "
+            raise DataError(f"{self.root}: not a prepared dataset (no {META_FILE}); "
                             "run the prepare stage first")
+        meta = read_artifact(meta_path, DatasetMeta, "prepare")
+        self.resolution: int = meta.resolution
+        self.manifest_sha256: str = meta.manifest_sha256  # identifies the data a run saw
+        manifest = self.root / "manifest.csv"
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{meta_path}: unreadable: {e}") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise DataError(f"{meta_path}: dataset format {meta.get('format')!r}, this code reads "
-                            f"format {FORMAT_VERSION}; re-run the prepare stage")
-        self.resolution: int = meta["resolution"]
-        self.manifest_sha256: str = meta["manifest_sha256"]  # identifies the data a run saw
-        with open(self.root / "manifest.csv", newline="") as f:
-            reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
-                raise DataError(f"{self.root / 'manifest.csv'}: unexpected columns "
-                                f"{reader.fieldnames}")
-            self.files = [row["file"] for row in reader]
-        if len(self.files) != meta["count"]:
+            with open(manifest, newline="") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+                    raise DataError(f"{manifest}: unexpected columns {reader.fieldnames}")
+                self.files = [row["file"] for row in reader]
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"{manifest}: unreadable ({_reason(e)}); re-run the prepare stage"
+                            ) from None
+        if len(self.files) != meta.count:
             raise DataError(f"{self.root}: manifest lists {len(self.files)} images, "
-                            f"dataset.json says {meta['count']}")
+                            f"{META_FILE} says {meta.count}")
         self.xflip = xflip
         if in_memory == "auto":
             in_memory = len(self.files) * self.resolution ** 2 * 3 <= self.AUTO_MEMORY_BYTES
-        self._cache = np.stack([self._read(i) for i in range(len(self.files))]) if in_memory else None
+        self._cache = (np.stack([self._read(i) for i in range(len(self.files))]) if in_memory
+                       else None)
 
     def _read(self, index: int) -> np.ndarray:
         path = self.root / self.files[index]
-        with Image.open(path) as image:
-            array = np.array(image.convert("RGB"), dtype=np.uint8)
+        try:
+            with Image.open(path) as image:
+                array = np.array(image.convert("RGB"), dtype=np.uint8)
+        except (OSError, ValueError) as e:  # missing, truncated or not an image
+            raise DataError(f"{path}: unreadable image ({_reason(e)}); re-run the prepare "
+                            "stage") from None
         if array.shape != (self.resolution, self.resolution, 3):
             raise DataError(f"{path}: expected {self.resolution}x{self.resolution} RGB, "
                             f"got shape {array.shape}")
@@ -80,3 +84,8 @@ class FaceDataset(torch.utils.data.Dataset):
             array = array[:, ::-1]
         image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)  # (3, R, R) uint8
         return image.to(torch.float32) / 127.5 - 1.0
+
+
+def _reason(error: Exception) -> str:
+    """Why a read failed, without the path (the message names it already)."""
+    return os_reason(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"

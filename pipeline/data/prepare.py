@@ -27,13 +27,14 @@ from typing import Annotated
 import numpy as np
 import pydantic
 
+from pipeline.artifacts.base import write_artifact
 from pipeline.config import PowerOfTwo, StageConfig, config_text
 from pipeline.data.ingest import SKIP_REASONS, LoadedImage, SourceFile, list_source, load_face
-from pipeline.data.layout import FORMAT_VERSION, MANIFEST_FIELDS
+from pipeline.data.layout import FORMAT_VERSION, MANIFEST_FIELDS, META_FILE, DatasetMeta
 from pipeline.data.synthetic import synthetic_face
 from pipeline.errors import DataError
 from pipeline.images import encode_png, make_grid
-from pipeline.io import atomic_path, sha256_bytes, sha256_file, write_json, write_text
+from pipeline.io import atomic_path, sha256_bytes, sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +171,13 @@ def prepare_dataset(source: str, out: str | Path, config: PrepareConfig,
         write_text(tmp / "skipped.csv", _csv_text(("source", "reason", "detail"),
                                                   report.skipped_files))
         write_text(tmp / "config.json", config_text("prepare", config))
-        write_json(tmp / "dataset.json", {
-            "format": FORMAT_VERSION,
-            "resolution": config.resolution,
-            "count": report.images,
-            "source": SYNTHETIC if source == SYNTHETIC else Path(source).name,
-            "manifest_sha256": sha256_file(tmp / "manifest.csv"),
-        })
+        write_artifact(tmp / META_FILE, DatasetMeta(
+            format=FORMAT_VERSION,
+            resolution=config.resolution,
+            count=report.images,
+            source=SYNTHETIC if source == SYNTHETIC else Path(source).name,
+            manifest_sha256=sha256_file(tmp / "manifest.csv"),
+        ))
     report.preview = make_grid(np.stack(preview))
     log.info("prepared %s", report.summary())
     return report

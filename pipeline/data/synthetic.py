@@ -8,10 +8,10 @@ Faces are aligned roughly like FFHQ (eyes at a fixed height, face centred), so a
 kind of structure it would on real aligned faces and its progress is visible by eye.
 
 Rendering is pure NumPy: every shape is an anti-aliased mask evaluated on a supersampled pixel grid
-(``SUPERSAMPLE`` x the target resolution, with an analytic half-pixel edge ramp on top) and the picture is box-filtered down at the end. Pose is
-applied by transforming the grid, not the picture, so nothing is resampled twice. Image ``i`` of
-seed ``s`` depends only on ``(s, i)``: the dataset is the same byte for byte whatever the number of
-workers or the order of generation.
+(``SUPERSAMPLE`` x the target resolution, with an analytic half-pixel edge ramp on top) and the
+picture is box-filtered down at the end. Pose is applied by transforming the grid, not the picture,
+so nothing is resampled twice. Image ``i`` of seed ``s`` depends only on ``(s, i)``: the dataset is
+the same byte for byte whatever the number of workers or the order of generation.
 """
 
 from __future__ import annotations
@@ -83,8 +83,10 @@ class _Canvas:
         px = self.centre[0] + self.scale * (cos * cx - sin * cy)
         py = self.centre[1] + self.scale * (sin * cx + cos * cy)
         half = self.scale * radius
-        lo_x, hi_x = (int(np.clip(np.floor((p) * self.size), 0, self.size)) for p in (px - half, px + half + 1 / self.size))
-        lo_y, hi_y = (int(np.clip(np.floor((p) * self.size), 0, self.size)) for p in (py - half, py + half + 1 / self.size))
+        lo_x, hi_x = (int(np.clip(np.floor((p) * self.size), 0, self.size))
+                      for p in (px - half, px + half + 1 / self.size))
+        lo_y, hi_y = (int(np.clip(np.floor((p) * self.size), 0, self.size))
+                      for p in (py - half, py + half + 1 / self.size))
         previous, self._window = self._window, (slice(lo_y, hi_y), slice(lo_x, hi_x))
         try:
             yield
@@ -333,7 +335,8 @@ def render_face(a: FaceAttributes, resolution: int) -> np.ndarray:
             # Brows: a tapered stroke; tilt > 0 lowers the inner end (a frown).
             by = a.eye_y - 0.045 - a.brow_raise
             inner, outer = ex - side * a.eye_rx, ex + side * a.eye_rx * 1.2
-            brow = np.array([[inner, by + a.brow_tilt * 0.03], [ex, by - 0.008], [outer, by + 0.004]])
+            brow = np.array([[inner, by + a.brow_tilt * 0.03], [ex, by - 0.008],
+                             [outer, by + 0.004]])
             brow_colour = np.minimum(hair, 150) * 0.8 if a.hair_style != "bald" else a.skin * 0.4
             thickness = a.brow_thickness * np.array([1.0, 0.9, 0.4])
             paint(c.capsule(brow, thickness), brow_colour)

@@ -6,21 +6,36 @@ Its consumer's check is ``pipeline.export.verify_bundle``.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 import pydantic
 
-from pipeline.artifacts.release import MODELS, SUMS
+from pipeline.artifacts.base import read_artifact, write_artifact
+from pipeline.artifacts.evaluation import Evaluation, Latency, ModelSize
+from pipeline.artifacts.release import (
+    GENERATOR,
+    METRICS,
+    PRECISIONS,
+    SUMS,
+    ReleaseMetrics,
+    model_files,
+)
+from pipeline.artifacts.tflite import (
+    ConversionMetrics,
+    GeneratorConversion,
+    Source,
+    TfliteCard,
+    card_file,
+    model_file,
+)
 from pipeline.config import StageConfig, read_yaml
+from pipeline.data.layout import META_FILE, DatasetMeta
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, sha256_file, write_json, write_text
+from pipeline.io import atomic_path, sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -34,49 +49,36 @@ class BundleConfig(StageConfig):
     license: str     # licence of the released weights, stated in the model card
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise PipelineError(f"{path}: cannot read: {e}") from None
-
-
 def _fmt(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def model_card(config: BundleConfig, card: dict[str, Any], evaluation: dict[str, Any],
-               conversion: dict[str, Any], dataset: dict[str, Any], origin: dict[str, Any]) -> str:
-    """MODEL_CARD.md: what the model is, its use and limits, data provenance, metrics with how
-    they were measured, the exact params, commit and dataset hash."""
-    lat, quality = evaluation["latency"], evaluation["quality"]
-    size, sim = evaluation["complexity"]["student"], evaluation["similarity"]
-    r = card["resolution"]
-    fid_rows = {name: _fmt(quality[name]["fid"]) if "fid" in quality[name] else "n/a"
-                for name in ("teacher", "student", "student_float16")}
-    reason = evaluation.get("fid_unavailable_reason")
-    fid_note = f" FID was not measured: {reason}." if reason else ""
-    source = dataset["source"]
-    data_line = ("the procedural synthetic face dataset of this pipeline (`prepare`, "
-                 "`source: synthetic`): drawn faces, not photographs of people"
-                 if source == "synthetic" else f"the face images at `{source}`")
-    dirty = " (with code changes not in that commit)" if origin["code_dirty"] else ""
-    lines = [
-        f"# Model card: {config.name}", "",
+def _model_section(card: TfliteCard, size: ModelSize) -> list[str]:
+    r = card.resolution
+    files = ((model_file("", GENERATOR, p).name, p) for p in PRECISIONS)
+    return [
         "## Model", "",
         f"A BlazeStyleGAN generator (Jia et al., CVPRW 2023) at {r}x{r}: a StyleGAN2 mapping "
         "network and synthesis blocks at a quarter of the teacher's feature resolution with "
         "activation modulation, distilled from a StyleGAN2 teacher with a multi-scale perceptual "
         "loss and an adversarial loss on real images; only the last RGB head is kept. "
-        f"{size['params'] / 1e6:.3f} M parameters, {size['gflops']:.4f} GFLOPs per image "
+        f"{size.params / 1e6:.3f} M parameters, {size.gflops:.4f} GFLOPs per image "
         "(2 x MACs, mapping network included).", "",
         "| file | precision | input | output |", "| --- | --- | --- | --- |",
-        *(f"| `{m}.tflite` | {m.split('_')[1]} | `{card['input']['name']}` "
-          f"{tuple(card['input']['shape'])} {card['input']['dtype']}: {card['input']['meaning']} "
-          f"| {tuple(card['output']['shape'])} {card['output']['layout']}, RGB in [-1, 1] |"
-          for m in MODELS), "",
-        f"Output to pixels: {card['output']['normalization']}. Tensors are looked up by index "
+        *(f"| `{file}` | {precision} | `{card.input.name}` "
+          f"{card.input.shape} {card.input.dtype}: {card.input.meaning} "
+          f"| {card.output.shape} {card.output.layout}, RGB in [-1, 1] |"
+          for file, precision in files), "",
+        f"Output to pixels: {card.output.normalization}. Tensors are looked up by index "
         "(the JSON beside each model gives index, name, shape and dtype).", "",
+    ]
+
+
+def _use_and_data_sections(dataset: DatasetMeta) -> list[str]:
+    data_line = ("the procedural synthetic face dataset of this pipeline (`prepare`, "
+                 "`source: synthetic`): drawn faces, not photographs of people"
+                 if dataset.source == "synthetic" else f"the face images at `{dataset.source}`")
+    return [
         "## Intended use and limits", "",
         "Intended for on-device face image generation research and for benchmarking mobile "
         "generators. It generates images of faces that do not exist; it must not be used to "
@@ -85,44 +87,78 @@ def model_card(config: BundleConfig, card: dict[str, Any], evaluation: dict[str,
         "only aligned, frontal, centred faces. It has not been evaluated for fairness across "
         "demographic groups.", "",
         "## Training data", "",
-        f"{dataset['count']} images at {dataset['resolution']}x{dataset['resolution']}, "
-        f"source `{source}`, manifest SHA-256 `{dataset['manifest_sha256']}` (the list of every "
-        "image file and its hash, `data/prepared/manifest.csv` in the pipeline).", "",
+        f"{dataset.count} images at {dataset.resolution}x{dataset.resolution}, "
+        f"source `{dataset.source}`, manifest SHA-256 `{dataset.manifest_sha256}` (the list of "
+        "every image file and its hash, `data/prepared/manifest.csv` in the pipeline).", "",
+    ]
+
+
+def _metrics_section(evaluation: Evaluation, conversion: GeneratorConversion) -> list[str]:
+    quality, sim = evaluation.quality, evaluation.similarity
+    fid = {name: _fmt(q.fid) if q.fid is not None else "n/a"
+           for name, q in (("teacher", quality.teacher), ("student", quality.student),
+                           ("student_float16", quality.student_float16))}
+    reason = evaluation.fid_unavailable_reason
+    fid_note = f" FID was not measured: {reason}." if reason else ""
+    return [
         "## Metrics", "",
-        f"Measured by the pipeline's `evaluate` stage on {evaluation['samples']} images from "
+        f"Measured by the pipeline's `evaluate` stage on {evaluation.samples} images from "
         "fixed latents, the same for every model, against a fixed set of real images. SWD: "
         "sliced Wasserstein distance x 1e3 on Laplacian pyramids (ProGAN), mean over levels. "
         "FID: InceptionV3 pool3 via torchmetrics, only with the standard weights. PSNR / SSIM: "
         f"against the teacher on the same latents.{fid_note}", "",
         "| model | SWD | FID | PSNR vs teacher (dB) | SSIM vs teacher |",
         "| --- | --- | --- | --- | --- |",
-        f"| teacher (PyTorch) | {_fmt(quality['teacher']['swd_mean'])} | {fid_rows['teacher']} "
-        "| - | - |",
-        f"| student (PyTorch) | {_fmt(quality['student']['swd_mean'])} | {fid_rows['student']} | "
-        f"{_fmt(sim['student_vs_teacher']['psnr_db'])} | "
-        f"{_fmt(sim['student_vs_teacher']['ssim'], 4)} |",
-        f"| student float16 TFLite | {_fmt(quality['student_float16']['swd_mean'])} | "
-        f"{fid_rows['student_float16']} | {_fmt(sim['student_float16_vs_teacher']['psnr_db'])} | "
-        f"{_fmt(sim['student_float16_vs_teacher']['ssim'], 4)} |", "",
+        f"| teacher (PyTorch) | {_fmt(quality.teacher.swd_mean)} | {fid['teacher']} | - | - |",
+        f"| student (PyTorch) | {_fmt(quality.student.swd_mean)} | {fid['student']} | "
+        f"{_fmt(sim.student_vs_teacher.psnr_db)} | {_fmt(sim.student_vs_teacher.ssim, 4)} |",
+        f"| student float16 TFLite | {_fmt(quality.student_float16.swd_mean)} | "
+        f"{fid['student_float16']} | {_fmt(sim.student_float16_vs_teacher.psnr_db)} | "
+        f"{_fmt(sim.student_float16_vs_teacher.ssim, 4)} |", "",
         f"Conversion (fixed latents, LiteRT vs PyTorch): float32 max abs error "
-        f"{conversion['float32']['max_abs_error_vs_pytorch']:.2g}, float16 PSNR "
-        f"{_fmt(conversion['float16']['psnr_db_vs_pytorch_min'], 1)} dB on the worst image.", "",
-        f"Latency (LiteRT with XNNPACK, batch 1, {lat['threads']} threads, mean of "
-        f"{lat['student']['litert_float16']['runs']} runs after warm-up, on the machine that "
+        f"{conversion.float32.max_abs_error_vs_pytorch:.2g}, float16 PSNR "
+        f"{_fmt(conversion.float16.psnr_db_vs_pytorch_min, 1)} dB on the worst image.", "",
+        *_latency_paragraph(evaluation.latency),
+    ]
+
+
+def _latency_paragraph(lat: Latency) -> list[str]:
+    return [
+        f"Latency (LiteRT with XNNPACK, batch 1, {lat.threads} threads, mean of "
+        f"{lat.student.litert_float16.runs} runs after warm-up, on the machine that "
         "built this release, whose float32 sgemm peak was "
-        f"{_fmt(lat['peak_sgemm_gflops'], 1)} GFLOP/s): float16 "
-        f"{lat['student']['litert_float16']['mean_ms']:.3f} ms, float32 "
-        f"{lat['student']['litert_float32']['mean_ms']:.3f} ms (teacher float16: "
-        f"{lat['teacher']['litert_float16']['mean_ms']:.3f} ms).", "",
+        f"{_fmt(lat.peak_sgemm_gflops, 1)} GFLOP/s): float16 "
+        f"{lat.student.litert_float16.mean_ms:.3f} ms, float32 "
+        f"{lat.student.litert_float32.mean_ms:.3f} ms (teacher float16: "
+        f"{lat.teacher.litert_float16.mean_ms:.3f} ms).", "",
+    ]
+
+
+def _provenance_section(config: BundleConfig, origin: Source, dataset: DatasetMeta) -> list[str]:
+    dirty = " (with code changes not in that commit)" if origin.code_dirty else ""
+    return [
         "## Provenance", "",
-        f"- git commit the models were built from: `{origin['git_commit']}`{dirty}",
-        f"- params SHA-256 (sections {', '.join(origin['params_sections'])}): "
-        f"`{origin['params_sha256']}`",
-        f"- dataset manifest SHA-256: `{dataset['manifest_sha256']}`",
+        f"- git commit the models were built from: `{origin.git_commit}`{dirty}",
+        f"- params SHA-256 (sections {', '.join(origin.params_sections)}): "
+        f"`{origin.params_sha256}`",
+        f"- dataset manifest SHA-256: `{dataset.manifest_sha256}`",
         f"- licence: {config.license}",
         "- the exact params: `params.yaml` in this bundle; all metrics: `metrics.json`", "",
     ]
-    return "\n".join(lines)
+
+
+def model_card(config: BundleConfig, card: TfliteCard, evaluation: Evaluation,
+               conversion: GeneratorConversion, dataset: DatasetMeta) -> str:
+    """MODEL_CARD.md: what the model is, its use and limits, data provenance, metrics with how
+    they were measured, the exact params, commit and dataset hash (``card.source``: recorded
+    when the models were built, not now)."""
+    return "\n".join([
+        f"# Model card: {config.name}", "",
+        *_model_section(card, evaluation.complexity.student),
+        *_use_and_data_sections(dataset),
+        *_metrics_section(evaluation, conversion),
+        *_provenance_section(config, card.source, dataset),
+    ])
 
 
 def write_sums(root: Path) -> None:
@@ -139,27 +175,31 @@ def write_zip(root: Path, path: Path, folder: str) -> None:
             archive.writestr(info, file.read_bytes())
 
 
-def build_bundle(config: BundleConfig, params_path: Path, tflite_dir: Path, evaluation_path: Path,
-                 conversion_path: Path, dataset_dir: Path, out_dir: Path, zip_path: Path) -> dict:
-    """Write the release directory ``out_dir`` (replaced whole) and ``zip_path``."""
-    for model in MODELS:
-        for suffix in (".tflite", ".json"):
-            if not (tflite_dir / f"{model}{suffix}").is_file():
-                raise PipelineError(f"{tflite_dir / (model + suffix)}: missing; run convert_tflite")
-    card = _read_json(tflite_dir / "student_float16.json")
-    evaluation, conversion = _read_json(evaluation_path), _read_json(conversion_path)
-    dataset = _read_json(dataset_dir / "dataset.json")
+def build_bundle(config: BundleConfig, *, params_path: Path, tflite_dir: Path,
+                 evaluation_path: Path, conversion_path: Path, dataset_dir: Path, out_dir: Path,
+                 zip_path: Path) -> dict:
+    """Write the release directory ``out_dir`` (replaced whole) and ``zip_path``.
+
+    Every input is read and validated before anything is written: a missing file, or one
+    written by another version of its stage, fails with one line naming the file and the field.
+    """
+    for path in model_files(tflite_dir):
+        if not path.is_file():
+            raise PipelineError(f"{path}: missing; run convert_tflite")
+    cards = [read_artifact(card_file(tflite_dir, GENERATOR, p), TfliteCard, "convert_tflite")
+             for p in PRECISIONS]  # the shipped ones, the deployed one first
+    evaluation = read_artifact(evaluation_path, Evaluation, "evaluate")
+    conversion = read_artifact(conversion_path, ConversionMetrics, "convert_tflite")
+    dataset = read_artifact(dataset_dir / META_FILE, DatasetMeta, "prepare")
     read_yaml(params_path)  # fails clearly on a broken params file before anything is written
-    origin = card["source"]  # recorded when the models were built, not now
     with atomic_path(out_dir, directory=True) as tmp:
-        for model in MODELS:
-            for suffix in (".tflite", ".json"):
-                shutil.copyfile(tflite_dir / f"{model}{suffix}", tmp / f"{model}{suffix}")
+        for path in model_files(tflite_dir):
+            shutil.copyfile(path, tmp / path.name)
         shutil.copyfile(params_path, tmp / "params.yaml")
-        write_json(tmp / "metrics.json", {"evaluate": evaluation,
-                                          "convert_tflite": conversion["student"]})
-        write_text(tmp / "MODEL_CARD.md", model_card(config, card, evaluation,
-                                                     conversion["student"], dataset, origin))
+        write_artifact(tmp / METRICS, ReleaseMetrics(evaluate=evaluation,
+                                                     convert_tflite=conversion.student))
+        write_text(tmp / "MODEL_CARD.md", model_card(config, cards[0], evaluation,
+                                                     conversion.student, dataset))
         write_sums(tmp)
     write_zip(out_dir, zip_path, config.name)
     log.info("release %s: %s and %s", config.name, out_dir, zip_path)

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import pydantic
 import torch
 from torch import nn
@@ -79,9 +78,9 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int, batch_size: int,
     return metrics
 
 
-def export_generators(student_path: str | Path, teacher_path: str | Path,
-                      student_onnx: str | Path, teacher_onnx: str | Path,
-                      config: ExportOnnxConfig) -> dict:
+def export_generators(config: ExportOnnxConfig, *, student_path: str | Path,
+                      teacher_path: str | Path, student_onnx: str | Path,
+                      teacher_onnx: str | Path) -> dict:
     """Export the stripped student and the teacher (activation-modulation form) with the same
     interface, the student's (input z or w, layout), and verify both on :func:`check_latents`."""
     models = inference_models(student_path, teacher_path)

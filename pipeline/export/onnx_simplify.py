@@ -63,9 +63,9 @@ def onnx_latents(path: str | Path, count: int, seed: int) -> torch.Tensor:
     return fixed_latents(seed, count, dims[1].dim_value, "simplify")
 
 
-def simplify_generators(student_onnx: str | Path, teacher_onnx: str | Path,
-                        student_out: str | Path, teacher_out: str | Path,
-                        config: SimplifyOnnxConfig) -> dict:
+def simplify_generators(config: SimplifyOnnxConfig, *, student_onnx: str | Path,
+                        teacher_onnx: str | Path, student_out: str | Path,
+                        teacher_out: str | Path) -> dict:
     """:func:`simplify_onnx` on the student and the teacher, on standard normal check latents
     (the comparison is between two graphs of the same function)."""
     return {name: simplify_onnx(source, out,

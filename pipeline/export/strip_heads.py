@@ -39,8 +39,8 @@ class StrippingMismatch(PipelineError):
     """The stripped generator's output differs from the full student's."""
 
 
-def strip_heads(student_path: str | Path, snapshot_path: str | Path,
-                config: StripHeadsConfig) -> dict:
+def strip_heads(config: StripHeadsConfig, *, student_path: str | Path,
+                snapshot_path: str | Path) -> dict:
     """Write the inference generator of the student at ``student_path``; return its metrics.
 
     Raises:

@@ -29,13 +29,32 @@ import pydantic
 import torch
 from torch import nn
 
-from pipeline.artifacts.tflite import PRECISIONS, card_file, model_file
+from pipeline.artifacts.base import write_artifact
+from pipeline.artifacts.tflite import (
+    PRECISIONS,
+    ConversionCheck,
+    ConversionMetrics,
+    GeneratorConversion,
+    InputTensor,
+    OutputTensor,
+    Source,
+    TfliteCard,
+    Verified,
+    card_file,
+    model_file,
+)
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, sha256_file
 from pipeline.models.inference import check_latents, inference_models
-from pipeline.runtimes import (ConversionMismatch, max_abs_error, psnr_db, run_onnx, run_tflite,
-                               tensor_interface)
-from pipeline.io import atomic_path, sha256_file, write_json
+from pipeline.runtimes import (
+    ConversionMismatch,
+    max_abs_error,
+    psnr_db,
+    run_onnx,
+    run_tflite,
+    tensor_interface,
+)
 from pipeline.similarity import PSNR_MAX_DB
 
 log = logging.getLogger(__name__)
@@ -138,30 +157,31 @@ def output_layout(name: str, tflite_shape: list[int], pytorch_shape: tuple[int, 
 
 
 def check_tflite(name: str, paths: dict[str, Path], expected: np.ndarray, onnx_output: np.ndarray,
-                 latents: np.ndarray, config: ConvertTfliteConfig) -> dict[str, dict[str, float]]:
+                 latents: np.ndarray, config: ConvertTfliteConfig) -> GeneratorConversion:
     """Run the float32 and float16 models on ``latents`` and gate them against PyTorch's
     ``expected`` outputs (in the TFLite layout); ``onnx_output`` (the source ONNX on ONNX
     Runtime, same layout) is compared too, for the record. Raises :class:`ConversionMismatch`
     beyond a tolerance."""
-    metrics = {}
+    checks = {}
     for precision, path in paths.items():
         actual = run_tflite(path, latents, config.threads)
         if actual.shape != expected.shape:
             raise ConversionMismatch(f"{name} {precision} TFLite: output shape {actual.shape}, "
                                      f"expected {expected.shape} (PyTorch); nothing written")
         image_psnr = psnr_db(actual, expected)
-        metrics[precision] = {
-            "max_abs_error_vs_pytorch": max_abs_error(actual, expected),
-            "max_abs_error_vs_onnx": max_abs_error(actual, onnx_output),
-            "psnr_db_vs_pytorch_min": float(image_psnr.min()),
-            "psnr_db_vs_pytorch_mean": float(image_psnr.mean()),
-            "bytes": path.stat().st_size,
-        }
-    error = metrics["float32"]["max_abs_error_vs_pytorch"]
+        checks[precision] = ConversionCheck(
+            max_abs_error_vs_pytorch=max_abs_error(actual, expected),
+            max_abs_error_vs_onnx=max_abs_error(actual, onnx_output),
+            psnr_db_vs_pytorch_min=float(image_psnr.min()),
+            psnr_db_vs_pytorch_mean=float(image_psnr.mean()),
+            bytes=path.stat().st_size,
+        )
+    metrics = GeneratorConversion(**checks)
+    error = metrics.float32.max_abs_error_vs_pytorch
     if not error <= config.max_abs_error:  # also catches NaN
         raise ConversionMismatch(f"{name} float32 TFLite: max abs error vs PyTorch {error:.3g} is "
                                  f"beyond the tolerance {config.max_abs_error:g}; nothing written")
-    worst = metrics["float16"]["psnr_db_vs_pytorch_min"]
+    worst = metrics.float16.psnr_db_vs_pytorch_min
     if not worst >= config.min_psnr_db:
         raise ConversionMismatch(f"{name} float16 TFLite: PSNR vs PyTorch {worst:.1f} dB on its "
                                  f"worst image, below the tolerance {config.min_psnr_db:g} dB; "
@@ -171,29 +191,30 @@ def check_tflite(name: str, paths: dict[str, Path], expected: np.ndarray, onnx_o
 
 def interface_card(tflite_path: Path, precision: str, model: nn.Module, layout: str,
                    onnx_path: str | Path, provenance: dict[str, Any],
-                   verified: dict[str, Any]) -> dict[str, Any]:
-    """The JSON written beside a model: what goes in, what comes out, how it was checked, where
-    it came from."""
-    tensors = tensor_interface(tflite_path)
+                   verified: Verified) -> TfliteCard:
+    """The card written beside a model: what goes in, what comes out, how it was checked, where
+    it came from (``provenance``: :func:`pipeline.provenance.provenance`)."""
+    tensors = {side: {**tensor, "shape": tuple(tensor["shape"])}  # the card's shapes: tuples
+               for side, tensor in tensor_interface(tflite_path).items()}
     latent = ("z: standard normal noise, one row per image" if model.input == "z" else
               "w: an intermediate latent (the mapping network's output, e.g. from an encoder)")
-    return {
-        "format": "tflite",
-        "precision": precision,
-        "weights": "float16, dequantized at load time" if precision == "float16" else "float32",
-        "resolution": model.config.resolution,
-        "input": {**tensors["input"], "latent": model.input, "meaning": latent,
-                  "distribution": "standard_normal" if model.input == "z" else "mapped",
-                  "range": None},
-        "output": {**tensors["output"], "layout": layout.upper(), "channels": "RGB",
-                   "range": [-1.0, 1.0],
-                   "normalization": "uint8 = clip(round((x + 1) * 127.5), 0, 255); values "
-                                    "slightly outside [-1, 1] occur and are clipped"},
-        "verified": verified,
-        "source": {**provenance, "onnx": Path(onnx_path).name,
-                   "onnx_sha256": sha256_file(onnx_path),
-                   "tflite_sha256": sha256_file(tflite_path)},
-    }
+    return TfliteCard(
+        format="tflite",
+        precision=precision,
+        weights="float16, dequantized at load time" if precision == "float16" else "float32",
+        resolution=model.config.resolution,
+        input=InputTensor(**tensors["input"], latent=model.input, meaning=latent,
+                          distribution="standard_normal" if model.input == "z" else "mapped",
+                          range=None),
+        output=OutputTensor(**tensors["output"], layout=layout.upper(), channels="RGB",
+                            range=(-1.0, 1.0),
+                            normalization="uint8 = clip(round((x + 1) * 127.5), 0, 255); values "
+                                          "slightly outside [-1, 1] occur and are clipped"),
+        verified=verified,
+        source=Source(**{**provenance, "params_sections": tuple(provenance["params_sections"])},
+                      onnx=Path(onnx_path).name, onnx_sha256=sha256_file(onnx_path),
+                      tflite_sha256=sha256_file(tflite_path)),
+    )
 
 
 @contextlib.contextmanager
@@ -204,7 +225,7 @@ def _scratch() -> Iterator[Path]:
 
 def convert_tflite(name: str, onnx_path: str | Path, model: nn.Module, latents: torch.Tensor,
                    out_dir: Path, config: ConvertTfliteConfig,
-                   provenance: dict[str, Any]) -> dict[str, dict[str, float]]:
+                   provenance: dict[str, Any]) -> GeneratorConversion:
     """Convert one ONNX generator to ``out_dir/{name}_float32.tflite`` and ``..._float16.tflite``
     (each with a ``.json`` interface card), after checking both against the PyTorch ``model``
     the ONNX was exported from, on ``latents`` (count, dim).
@@ -224,25 +245,27 @@ def convert_tflite(name: str, onnx_path: str | Path, model: nn.Module, latents: 
         for precision, path in paths.items():
             target = model_file(out_dir, name, precision)
             shutil.copyfile(path, target)
-            verified = {"against": "PyTorch, LiteRT with XNNPACK on x86-64",
-                        "latents": len(latents), **metrics[precision],
-                        **({"tolerance_max_abs_error": config.max_abs_error}
-                           if precision == "float32" else
-                           {"tolerance_min_psnr_db": config.min_psnr_db})}
-            write_json(card_file(out_dir, name, precision), interface_card(
+            verified = Verified(against="PyTorch, LiteRT with XNNPACK on x86-64",
+                                latents=len(latents), **getattr(metrics, precision).model_dump(),
+                                **({"tolerance_max_abs_error": config.max_abs_error}
+                                   if precision == "float32" else
+                                   {"tolerance_min_psnr_db": config.min_psnr_db}))
+            write_artifact(card_file(out_dir, name, precision), interface_card(
                 target, precision, model, layout, onnx_path, provenance, verified))
     log.info("%s: float32 max abs error %.3g, float16 PSNR %.1f dB (worst image) vs PyTorch",
-             name, metrics["float32"]["max_abs_error_vs_pytorch"],
-             metrics["float16"]["psnr_db_vs_pytorch_min"])
+             name, metrics.float32.max_abs_error_vs_pytorch,
+             metrics.float16.psnr_db_vs_pytorch_min)
     return metrics
 
 
-def convert_generators(student_path: str | Path, teacher_path: str | Path,
-                       student_onnx: str | Path, teacher_onnx: str | Path, out_dir: str | Path,
-                       config: ConvertTfliteConfig, provenance: dict[str, Any]) -> dict:
+def convert_generators(config: ConvertTfliteConfig, *, student_path: str | Path,
+                       teacher_path: str | Path, student_onnx: str | Path,
+                       teacher_onnx: str | Path, out_dir: str | Path,
+                       provenance: dict[str, Any]) -> ConversionMetrics:
     """Convert the simplified student and teacher ONNX models into the directory ``out_dir``
     (``{student,teacher}_{float32,float16}.{tflite,json}``), each checked against the PyTorch
-    model it was exported from (the snapshots at ``student_path`` and ``teacher_path``).
+    model it was exported from (the snapshots at ``student_path`` and ``teacher_path``);
+    ``provenance`` (:func:`pipeline.provenance.provenance`) goes into every interface card.
 
     ``out_dir`` is replaced whole, and only when all four models pass: a failure leaves the
     previous one (or none) in place.
@@ -250,7 +273,7 @@ def convert_generators(student_path: str | Path, teacher_path: str | Path,
     models = inference_models(student_path, teacher_path)
     latents = check_latents(models, config.check_latents, config.seed, "convert_tflite")
     with atomic_path(out_dir, directory=True) as tmp:
-        metrics = {name: convert_tflite(name, source, models[name], latents, tmp, config,
-                                        provenance)
-                   for name, source in (("student", student_onnx), ("teacher", teacher_onnx))}
+        metrics = ConversionMetrics(**{
+            name: convert_tflite(name, source, models[name], latents, tmp, config, provenance)
+            for name, source in (("student", student_onnx), ("teacher", teacher_onnx))})
     return metrics  # the directory is in place only now, when the block has exited

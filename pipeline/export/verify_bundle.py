@@ -4,7 +4,6 @@ interface card declares."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 import zipfile
 from pathlib import Path
@@ -12,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts.release import SUMS
+from pipeline.artifacts.base import ArtifactError, read_artifact
+from pipeline.artifacts.release import GENERATOR, SUMS
+from pipeline.artifacts.tflite import TfliteCard, card_file, model_file
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
 from pipeline.runtimes import run_tflite
@@ -22,11 +23,7 @@ class BundleError(PipelineError):
     """A release bundle is incomplete or does not match its checksums."""
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BundleError(f"{path}: cannot read: {e}") from None
+DEPLOYED = "float16"  # the precision a consumer runs
 
 
 def verify_bundle(zip_path: str | Path) -> dict[str, Any]:
@@ -57,12 +54,17 @@ def verify_bundle(zip_path: str | Path) -> dict[str, Any]:
             actual = sha256_file(root / name)
             if actual != digest:
                 raise BundleError(f"{zip_path}: {name} has SHA-256 {actual}, {SUMS} says {digest}")
-        card = _read_json(root / "student_float16.json")
-        latent = np.random.default_rng(0).standard_normal(card["input"]["shape"]).astype(np.float32)
-        image = run_tflite(root / "student_float16.tflite", latent)
-        if list(image.shape) != card["output"]["shape"] or not np.isfinite(image).all():
-            raise BundleError(f"{zip_path}: student_float16.tflite gave {image.shape} "
+        try:
+            card = read_artifact(card_file(root, GENERATOR, DEPLOYED), TfliteCard, "bundle")
+        except ArtifactError as e:
+            # named inside the zip, not in the temporary directory it was unpacked to
+            raise BundleError(f"{zip_path}: {str(e).removeprefix(f'{Path(tmp)}/')}") from None
+        model = model_file(root, GENERATOR, DEPLOYED)
+        latent = np.random.default_rng(0).standard_normal(card.input.shape).astype(np.float32)
+        image = run_tflite(model, latent)
+        if image.shape != card.output.shape or not np.isfinite(image).all():
+            raise BundleError(f"{zip_path}: {model.name} gave {image.shape} "
                               f"(finite: {bool(np.isfinite(image).all())}), its JSON declares "
-                              f"{card['output']['shape']}")
+                              f"{list(card.output.shape)}")
     return {"files": sorted(listed), "output_shape": list(image.shape),
             "output_range": [float(image.min()), float(image.max())]}

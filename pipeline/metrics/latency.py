@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.runtimes import onnx_session, tflite_interpreter
+
 
 def time_runs(run: Callable[[], object], warmup: int, runs: int) -> dict[str, float]:
     """Call ``run`` ``warmup`` times untimed, then ``runs`` times timed; mean, p50, p90 and
@@ -34,10 +36,7 @@ def time_runs(run: Callable[[], object], warmup: int, runs: int) -> dict[str, fl
 def litert_runner(path: str | Path, threads: int) -> Callable[[], None]:
     """One inference of a one-input TFLite model on LiteRT's CPU path (XNNPACK delegate, the
     default for float models), on a fixed standard normal input."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
+    interpreter = tflite_interpreter(path, threads)
     (source,) = interpreter.get_input_details()
     interpreter.set_tensor(source["index"], _fixed_input(source["shape"], source["dtype"]))
     return interpreter.invoke
@@ -45,12 +44,7 @@ def litert_runner(path: str | Path, threads: int) -> Callable[[], None]:
 
 def onnxruntime_runner(path: str | Path, threads: int) -> Callable[[], None]:
     """One inference of a one-input ONNX model on ONNX Runtime's CPU provider."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, threads)
     (source,) = session.get_inputs()
     feed = {source.name: _fixed_input(source.shape, np.float32)}
     return lambda: session.run(None, feed)

@@ -73,11 +73,13 @@ class BlazeStyleGANConfig(StageConfig):
 
     @property
     def num_ws(self) -> int:
-        """Style inputs: two per block plus one for the last head (heads share with the next block)."""
+        """Style inputs: two per block plus one for the last head (heads share with the next
+        block)."""
         return 2 * len(self.levels) + 1
 
     def ws_index(self, resolution: int) -> int:
-        """Index of the first w of the level at ``resolution`` (8..R) in ws (see StyleGAN2Config)."""
+        """Index of the first w of the level at ``resolution`` (8..R) in ws (see
+        StyleGAN2Config)."""
         return 2 * (int(math.log2(resolution)) - 3)
 
     def mapping_config(self) -> StyleGAN2Config:

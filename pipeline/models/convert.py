@@ -2,9 +2,9 @@
 
 Two formats are read, at any resolution and channel count:
 
-* **rosinality/stylegan2-pytorch** checkpoints (``torch.save`` of a dict with ``g_ema``), loaded with
-  ``torch.load(weights_only=True)`` (``argparse.Namespace``, which its training script stores as
-  ``args``, is the only class allowed besides tensors and containers);
+* **rosinality/stylegan2-pytorch** checkpoints (``torch.save`` of a dict with ``g_ema``), loaded
+  with ``torch.load(weights_only=True)`` (``argparse.Namespace``, which its training script stores
+  as ``args``, is the only class allowed besides tensors and containers);
 * **NVlabs/stylegan2-ada-pytorch** ``.pkl`` files, read by a restricted unpickler that never
   executes code from the pickle. Those pickles embed their networks' Python source and rebuild the
   modules by executing it (``torch_utils.persistence``); here every persistent object is instead
@@ -54,8 +54,9 @@ def _infer_channels(channels: dict[int, int], path: Path) -> tuple[int, int]:
     channel_base = below[0][0] * below[0][1] if below else channel_max * max(channels)
     for r, c in channels.items():
         if min(channel_base // r, channel_max) != c:
-            raise CheckpointImportError(f"{path}: channel counts {dict(sorted(channels.items()))} do not "
-                               "follow StyleGAN2's min(base / resolution, max) rule")
+            raise CheckpointImportError(f"{path}: channel counts "
+                                        f"{dict(sorted(channels.items()))} do not follow "
+                                        "StyleGAN2's min(base / resolution, max) rule")
     return channel_base, channel_max
 
 
@@ -114,11 +115,12 @@ def load_rosinality(path: str | Path, mapping_lr_mul: float | None = None,
     except FileNotFoundError:
         raise CheckpointImportError(f"{path}: file not found") from None
     except Exception as e:  # noqa: BLE001
-        raise CheckpointImportError(f"{path}: not a loadable rosinality checkpoint ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0]})") from None
+        raise CheckpointImportError(f"{path}: not a loadable rosinality checkpoint "
+                                    f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
     src = checkpoint.get("g_ema", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(src, dict) or "input.input" not in src:
-        raise CheckpointImportError(f"{path}: no rosinality generator ('g_ema' with 'input.input') found")
+        raise CheckpointImportError(f"{path}: no rosinality generator ('g_ema' with "
+                                    "'input.input') found")
 
     args = checkpoint.get("args")
     if mapping_lr_mul is None:
@@ -213,16 +215,19 @@ class _Record:
 
 def _record_class(name: str):
     # A class (so pickle's NEWOBJ/BUILD work on it) whose instances are inert records.
-    return type(name.replace(".", "_"), (_Record,), {"__init__": lambda self, *a, **k: _Record.__init__(self, name)})
+    return type(name.replace(".", "_"), (_Record,),
+                {"__init__": lambda self, *a, **k: _Record.__init__(self, name)})
 
 
 def _persistent_object(meta: dict) -> _Record:
-    # torch_utils.persistence would exec meta["module_src"] here; we keep the state and nothing else.
+    # torch_utils.persistence would exec meta["module_src"] here; we keep the state and nothing
+    # else.
     return _Record(str(meta.get("class_name", "?")), meta.get("state"))
 
 
 def _storage_from_bytes(data: bytes):
-    # torch pickles storages (outside torch.save's zip format) as torch.save bytes: load them safely.
+    # torch pickles storages (outside torch.save's zip format) as torch.save bytes: load them
+    # safely.
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
@@ -297,8 +302,8 @@ def _flatten_module(record: Any, prefix: str = "", depth: int = 0) -> dict[str, 
 def read_nvlabs_pickle(path: str | Path) -> dict[str, Any]:
     """Unpickle an NVlabs network pickle without executing its code.
 
-    Returns the top-level dict with each network (``G``, ``D``, ``G_ema``, ...) as a flat dict of its
-    tensors and numeric attributes by dotted name.
+    Returns the top-level dict with each network (``G``, ``D``, ``G_ema``, ...) as a flat dict of
+    its tensors and numeric attributes by dotted name.
     """
     path = Path(path)
     try:
@@ -329,10 +334,13 @@ def load_nvlabs(path: str | Path, network: str = "G_ema") -> Generator:
         raise CheckpointImportError(f"{path}: no StyleGAN2 generator '{network}' in the pickle")
     if any(k.startswith("mapping.embed.") for k in src):
         raise CheckpointImportError(f"{path}: conditional generators (c_dim > 0) are not supported")
-    fc_layers = sorted(int(m.group(1)) for k in src if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
-    block_res = sorted(int(m.group(1)) for k in src if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))
+    fc_layers = sorted(int(m.group(1)) for k in src
+                       if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
+    block_res = sorted(int(m.group(1)) for k in src
+                       if (m := re.fullmatch(r"synthesis\.b(\d+)\.conv1\.weight", k)))
     if any(k.startswith("synthesis.b4.conv0") for k in src) or block_res[0] != 4:
-        raise CheckpointImportError(f"{path}: not a StyleGAN2 synthesis network (unexpected block layout)")
+        raise CheckpointImportError(f"{path}: not a StyleGAN2 synthesis network "
+                                    "(unexpected block layout)")
     if any(re.fullmatch(r"synthesis\.b\d+\.skip\.weight", k) for k in src):
         raise CheckpointImportError(f"{path}: only the 'skip' generator architecture is supported")
     channels = {r: src[f"synthesis.b{r}.conv1.weight"].shape[0] for r in block_res}

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from pipeline.models.blazestylegan import BlazeStyleGAN, BlazeStyleGANConfig, run_blocks
-from pipeline.models.styles import broadcast_ws
 from pipeline.models.stylegan2 import Generator, load_teacher
+from pipeline.models.styles import broadcast_ws
 from pipeline.seeding import fixed_latents
 from pipeline.snapshot import rebuild_from_snapshot
 

@@ -64,7 +64,8 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
 
 
 class Blur(nn.Module):
-    """FIR filtering with the StyleGAN2 kernel, scaled by ``upsample_factor**2`` after upsampling."""
+    """FIR filtering with the StyleGAN2 kernel, scaled by ``upsample_factor**2`` after
+    upsampling."""
 
     def __init__(self, pad: tuple[int, int], upsample_factor: int = 1):
         super().__init__()

@@ -2,7 +2,8 @@
 
 The maths follows the official config-F networks (skip generator, residual discriminator) as
 written in rosinality/stylegan2-pytorch and NVlabs/stylegan2-ada-pytorch, which agree with each
-other, so checkpoints of both convert to this module by renaming weights (``pipeline.models.convert``).
+other, so checkpoints of both convert to this module by renaming weights
+(``pipeline.models.convert``).
 
 Each modulated convolution computes the same function in one of two forms, chosen by its ``fused``
 flag (see :meth:`Generator.set_fused`):
@@ -26,8 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.config import PowerOfTwo, StageConfig
-from pipeline.models.layers import (BLUR_KERNEL, Blur, EqualConv2d, EqualLinear, NoiseInjection,
-                                    Upsample, lrelu_gain)
+from pipeline.models.layers import (
+    BLUR_KERNEL,
+    Blur,
+    EqualConv2d,
+    EqualLinear,
+    NoiseInjection,
+    Upsample,
+    lrelu_gain,
+)
 from pipeline.models.styles import broadcast_ws
 from pipeline.snapshot import rebuild_from_snapshot
 
@@ -92,7 +100,8 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
         self.w_avg_beta = w_avg_beta
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, psi: float = 1.0,
+                update_w_avg: bool = False) -> torch.Tensor:
         """z (N, z_dim) -> w (N, w_dim); ``psi`` < 1 truncates towards the average w."""
         x = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)  # pixel norm
         for layer in self.layers:
@@ -143,7 +152,8 @@ class ModulatedConv2d(nn.Module):
         else:
             x = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
-            demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t() + 1e-8)  # (N, Cout)
+            demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t()
+                                + 1e-8)  # (N, Cout)
             x = x * demod[:, :, None, None]
         return x
 

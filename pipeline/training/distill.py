@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
-import pydantic
 import torch
 from torch import nn
 
@@ -37,16 +36,26 @@ from pipeline.errors import ConfigError
 from pipeline.images import make_grid, to_pixels
 from pipeline.io import sha256_file
 from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGAN, BlazeStyleGANConfig
-from pipeline.models.styles import StyleSample, broadcast_ws, sample_styles
 from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config, load_teacher
+from pipeline.models.styles import StyleSample, broadcast_ws, sample_styles
 from pipeline.seeding import fixed_latents
 from pipeline.similarity import psnr, ssim_per_image
 from pipeline.training import losses
-from pipeline.training.adversarial import (AdversarialConfig, NonNegativeFloat, discriminator_step,
-                                           r1_step)
+from pipeline.training.adversarial import (
+    AdversarialConfig,
+    NonNegativeFloat,
+    discriminator_step,
+    r1_step,
+)
 from pipeline.training.perceptual import perceptual_distance
 from pipeline.training.run import RunPaths, TrainingRun
-from pipeline.training.runtime import ema_beta, lazy_adam, local_main_first, optimizer_step, update_ema
+from pipeline.training.runtime import (
+    ema_beta,
+    lazy_adam,
+    local_main_first,
+    optimizer_step,
+    update_ema,
+)
 
 STATE_KIND = "distill-state"
 
@@ -80,7 +89,8 @@ class DistillConfig(AdversarialConfig):
     # Not eval_latents: the initial evaluation kept in the state was made on those latents.
 
 
-def check_compatible(config: DistillConfig, teacher: StyleGAN2Config, dataset_resolution: int) -> None:
+def check_compatible(config: DistillConfig, teacher: StyleGAN2Config,
+                     dataset_resolution: int) -> None:
     """Fail early, naming the key, when the student cannot be distilled from this teacher."""
     student = config.student
     pairs = [("resolution", student.resolution, teacher.resolution),
@@ -165,7 +175,8 @@ def student_vs_teacher(student: BlazeStyleGAN, ws: torch.Tensor, teacher_images:
 
 
 @torch.no_grad()
-def side_by_side(teacher_images: torch.Tensor, student: BlazeStyleGAN, ws: torch.Tensor) -> np.ndarray:
+def side_by_side(teacher_images: torch.Tensor, student: BlazeStyleGAN,
+                 ws: torch.Tensor) -> np.ndarray:
     """uint8 picture: the teacher's grid | the student's grid, same latents in the same places."""
     student_images = torch.cat([student.synthesis(chunk)[0] for chunk in ws.split(16)])
     left, right = make_grid(to_pixels(teacher_images)), make_grid(to_pixels(student_images))
@@ -176,7 +187,8 @@ def side_by_side(teacher_images: torch.Tensor, student: BlazeStyleGAN, ws: torch
 @torch.no_grad()
 def teacher_targets(teacher: Generator, z: torch.Tensor, num_ws: int,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(teacher images, student ws) for fixed latents ``z``: w = the teacher's mapping, no mixing."""
+    """(teacher images, student ws) for fixed latents ``z``: w = the teacher's mapping, no
+    mixing."""
     w = teacher.mapping(z.to(device))
     images = torch.cat([teacher.synthesis(broadcast_ws(chunk, teacher.num_ws), "const")
                         for chunk in w.split(16)])
@@ -285,7 +297,8 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
         evaluated = run.due(step, config.eval_every)
         if evaluated:
             evaluation = probe.evaluate(student_ema)
-        run.report(step, state=lambda: {"initial": initial}, samples=lambda: probe.grid(student_ema),
+        run.report(step, state=lambda: {"initial": initial},
+                   samples=lambda: probe.grid(student_ema),
                    log_extra={f"eval/{k}": v for k, v in evaluation.items()} if evaluated else None)
 
     if run.start_step == config.steps:  # nothing left to train: evaluate what the state holds

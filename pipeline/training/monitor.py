@@ -81,7 +81,8 @@ class Monitor:
         metrics.update(extra or {})
         elapsed = now - self._clock
         if step > self._clock_step and elapsed > 0:
-            metrics["images_per_second"] = (step - self._clock_step) * self.images_per_step / elapsed
+            metrics["images_per_second"] = ((step - self._clock_step) * self.images_per_step
+                                            / elapsed)
         self._sums, self._count, self._clock, self._clock_step = {}, 0, now, step
         if self.live is not None:
             self.live.step = step

@@ -24,8 +24,8 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
-from pipeline.similarity import ssim
 from pipeline.pretrained import WeightsUnavailable, download_to_hub_cache, hub_cache_path
+from pipeline.similarity import ssim
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,15 @@ from pipeline.io import write_text
 from pipeline.seeding import step_generator
 from pipeline.snapshot import CheckpointError, load_checkpoint, save_checkpoint, save_snapshot
 from pipeline.training.monitor import Monitor, check_finite
-from pipeline.training.runtime import (broadcast_module, check_replicas_in_sync, init_distributed,
-                                       local_batch_size, rank_batch_indices, resolve_device_type,
-                                       select_device)
+from pipeline.training.runtime import (
+    broadcast_module,
+    check_replicas_in_sync,
+    init_distributed,
+    local_batch_size,
+    rank_batch_indices,
+    resolve_device_type,
+    select_device,
+)
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,8 @@ def select_device(requested: str, dist: Distributed) -> torch.device:
     if resolve_device_type(requested) == "cuda":
         if dist.local_rank >= torch.cuda.device_count():
             raise PipelineError(f"local rank {dist.local_rank} has no GPU: only "
-                                f"{torch.cuda.device_count()} visible; start fewer processes per node")
+                                f"{torch.cuda.device_count()} visible; "
+                                "start fewer processes per node")
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
     return torch.device("cpu")
@@ -77,7 +78,8 @@ def select_device(requested: str, dist: Distributed) -> torch.device:
 
 def local_batch_size(batch_size: int, dist: Distributed, key: str) -> int:
     """This process's share of a global batch, checked: the batch must split evenly across ranks,
-    and each share must suit the discriminator's minibatch-stddev groups (below 4, or a multiple)."""
+    and each share must suit the discriminator's minibatch-stddev groups (below 4, or a
+    multiple)."""
     if batch_size % dist.world_size:
         raise ConfigError(f"{key} ({batch_size}) must be a multiple of the number of processes "
                             f"({dist.world_size})")
@@ -187,7 +189,8 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
 
 
 def ema_beta(batch_size: int, half_life_kimg: float) -> float:
-    """EMA decay per step for a half-life given in thousands of images (StyleGAN2-ADA's ema_kimg)."""
+    """EMA decay per step for a half-life given in thousands of images (StyleGAN2-ADA's
+    ema_kimg)."""
     return 0.5 ** (batch_size / max(half_life_kimg * 1000, 1e-8))
 
 

@@ -13,22 +13,32 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import pydantic
 import torch
 from torch import nn
 
+from pipeline.config import PositiveInt
 from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
 from pipeline.images import make_grid, to_pixels
-from pipeline.models.styles import sample_styles
 from pipeline.models.stylegan2 import TEACHER_KIND, Discriminator, Generator, StyleGAN2Config
+from pipeline.models.styles import sample_styles
 from pipeline.seeding import fixed_latents, seed_step
 from pipeline.training import losses
-from pipeline.training.adversarial import (AdversarialConfig, NonNegativeFloat, discriminator_step,
-                                           r1_step)
+from pipeline.training.adversarial import (
+    AdversarialConfig,
+    NonNegativeFloat,
+    discriminator_step,
+    r1_step,
+)
 from pipeline.training.run import RunPaths, TrainingRun
-from pipeline.training.runtime import (all_reduce_mean, average_buffers, ema_beta,
-                                       lazy_adam, optimizer_step, update_ema)
+from pipeline.training.runtime import (
+    all_reduce_mean,
+    average_buffers,
+    ema_beta,
+    lazy_adam,
+    optimizer_step,
+    update_ema,
+)
 
 STATE_KIND = "train_teacher-state"
 
@@ -40,7 +50,7 @@ class TrainTeacherConfig(AdversarialConfig):
 
     model: StyleGAN2Config
     pl_weight: NonNegativeFloat      # path-length weight; 0 disables it (StyleGAN2 uses 2)
-    pl_interval: pydantic.PositiveInt  # lazy path-length: every this many steps
+    pl_interval: PositiveInt         # lazy path-length: every this many steps
 
 
 def sample_ws(G: Generator, batch: int, mixing_prob: float, generator: torch.Generator,
