@@ -35,6 +35,7 @@ class StageConfig(pydantic.BaseModel):
 
 ConfigT = TypeVar("ConfigT", bound=StageConfig)
 PositiveInt = Annotated[int, pydantic.Field(ge=1)]  # counts, sizes, intervals in stage configs
+NonNegativeFloat = Annotated[float, pydantic.Field(ge=0)]  # loss weights, penalties
 
 
 def _power_of_two(value: int) -> int:

@@ -19,6 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.export import tflite
 from pipeline.export.bundle import BundleConfig, build_bundle
 from pipeline.io import write_json
+from pipeline.metrics.reference import ReferenceSummary
 
 CHECKS = {"float32": {"max_abs_error_vs_pytorch": 3.0517578125e-05,
                       "max_abs_error_vs_onnx": 2.86102294921875e-05,
@@ -87,6 +88,9 @@ def evaluation(fid=None, phone=False):
     return out
 
 
+REFERENCE = {"images": 500, "dataset_sha256": "d" * 64, "seed": 0, "resolution": 32,
+             "fid_available": False, "fid_unavailable_reason": "no weights here",
+             "fid_weights_sha256": None}
 DATASET = {"format": 1, "resolution": 32, "count": 12, "source": "synthetic",
            "manifest_sha256": "e" * 64}
 
@@ -96,6 +100,7 @@ FILES = {"card_float16": (TfliteCard, card("float16")),
          "evaluation_offline": (Evaluation, evaluation()),
          "evaluation_fid_phone": (Evaluation, evaluation(fid=35.25, phone=True)),
          "dataset": (DatasetMeta, DATASET),
+         "reference": (ReferenceSummary, REFERENCE),
          "release_metrics": (ReleaseMetrics, {"evaluate": evaluation(),
                                               "convert_tflite": CHECKS})}
 

@@ -103,7 +103,7 @@ def test_config_validation(bad, words):
 def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout):
     from pipeline.models.complexity import count_flops, count_parameters
     from pipeline.models.inference import strip_aux_heads
-    from pipeline.models.styles import broadcast_ws as ws_of
+    from pipeline.models.styles import broadcast_ws
 
     torch.manual_seed(0)
     student = BlazeStyleGAN(TINY).eval()
@@ -114,12 +114,12 @@ def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout):
     z = torch.randn(3, 16)
     w = student.mapping(z)
     with torch.no_grad():
-        full, _ = student.synthesis(ws_of(w, student.num_ws))
+        full, _ = student.synthesis(broadcast_ws(w, student.num_ws))
         out = stripped(z if input_kind == "z" else w)
     if layout == "nhwc":
         out = out.permute(0, 3, 1, 2)
     assert torch.equal(out, full)
     assert count_parameters(stripped) < count_parameters(student)
-    ws = ws_of(w, student.num_ws)
+    ws = broadcast_ws(w, student.num_ws)
     assert (count_flops(lambda: stripped(w if input_kind == "w" else z))
             < count_flops(lambda: student.synthesis(ws)))

@@ -2,6 +2,7 @@
 improves, bit-exact resume, the VGG19 path, and the stripping gate."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -117,8 +118,20 @@ def test_interrupted_and_resumed_distillation_is_bit_equal(tmp_path, teacher, da
     assert load_checkpoint(tmp_path / "part" / "state.pt")["step"] == 6
     assert module_digest(load_student(full / "student.pt")) == module_digest(
         load_student(tmp_path / "part" / "student.pt"))
-    full = run(tmp_path, teacher, dataset, distill_config(), "full")[1]
-    assert result["initial"] == full["initial"]
+    uninterrupted = run(tmp_path, teacher, dataset, distill_config(), "full")[1]
+    assert result["initial"] == uninterrupted["initial"]
+
+
+def test_a_resaved_teacher_keeps_the_training_state_resumable(tmp_path, teacher, dataset, caplog):
+    """The teacher is identified by its config and weights, not by its file's bytes."""
+    resaved = tmp_path / "teacher.pt"
+    G = load_teacher(teacher)
+    save_snapshot(resaved, TEACHER_KIND, G, G.config.to_dict(), meta={"note": "re-saved"})
+    assert resaved.read_bytes() != teacher.read_bytes()
+    run(tmp_path, teacher, dataset, distill_config(steps=3), "part")
+    caplog.set_level(logging.INFO)
+    run(tmp_path, resaved, dataset, distill_config(steps=4), "part")
+    assert "resuming from" in caplog.text and "starting from scratch" not in caplog.text
 
 
 def test_distilled_mapping_network_is_trained_towards_the_teachers(tmp_path, teacher, dataset):

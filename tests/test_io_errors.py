@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import typer
 from onnx import TensorProto, helper
 
 from conftest import ROOT, TINY_PREPARE, write_params
@@ -30,6 +31,7 @@ from pipeline.metrics.reference import Reference, ReferenceSummary
 from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGAN
 from pipeline.runtimes import ModelFileError, run_onnx, run_tflite
 from pipeline.snapshot import save_snapshot
+from pipeline.stage import stage_run
 from test_onnx_export import STUDENT
 from test_train_teacher import TINY_TEACHER
 
@@ -210,3 +212,14 @@ def test_a_directory_that_refuses_writes_is_one_line(tmp_path):
         with pytest.raises(FileError, match=f"cannot create {target / 'x.json'}: {reason}"):
             write_bytes(target / "x.json", b"{}")
         assert list(target.iterdir()) == []
+
+
+def test_an_os_error_in_a_stage_body_is_one_line(capsys):
+    """Any OSError a library raises (e.g. dvclive writing its logs) ends the stage the same way."""
+    with pytest.raises(typer.Exit) as exit_info:
+        with stage_run("demo"):
+            raise FileNotFoundError(2, "No such file or directory", "dvclive/metrics.json")
+    assert exit_info.value.exit_code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: demo: dvclive/metrics.json: No such file or directory"
+    assert not any("Traceback" in line for line in err)

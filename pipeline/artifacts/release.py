@@ -11,14 +11,15 @@ from pipeline.artifacts.evaluation import Evaluation
 from pipeline.artifacts.tflite import GeneratorConversion, card_file, model_file
 
 GENERATOR = "student"                # the generator released
-PRECISIONS = ("float16", "float32")  # its files in the bundle, the deployed one first
+RELEASED_PRECISIONS = ("float16", "float32")  # its files in the bundle, the deployed one first
+DEPLOYED = RELEASED_PRECISIONS[0]             # the precision a consumer runs
 SUMS = "SHA256SUMS"
 METRICS = "metrics.json"
 
 
 def model_files(directory: str | Path) -> list[Path]:
     """The TFLite models and their interface cards of the bundle, as named in ``directory``."""
-    return [path for precision in PRECISIONS
+    return [path for precision in RELEASED_PRECISIONS
             for path in (model_file(directory, GENERATOR, precision),
                          card_file(directory, GENERATOR, precision))]
 

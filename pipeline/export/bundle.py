@@ -19,7 +19,7 @@ from pipeline.artifacts.evaluation import Evaluation, Latency, ModelSize
 from pipeline.artifacts.release import (
     GENERATOR,
     METRICS,
-    PRECISIONS,
+    RELEASED_PRECISIONS,
     SUMS,
     ReleaseMetrics,
     model_files,
@@ -55,7 +55,7 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 def _model_section(card: TfliteCard, size: ModelSize) -> list[str]:
     r = card.resolution
-    files = ((model_file("", GENERATOR, p).name, p) for p in PRECISIONS)
+    files = ((model_file("", GENERATOR, p).name, p) for p in RELEASED_PRECISIONS)
     return [
         "## Model", "",
         f"A BlazeStyleGAN generator (Jia et al., CVPRW 2023) at {r}x{r}: a StyleGAN2 mapping "
@@ -187,7 +187,7 @@ def build_bundle(config: BundleConfig, *, params_path: Path, tflite_dir: Path,
         if not path.is_file():
             raise PipelineError(f"{path}: missing; run convert_tflite")
     cards = [read_artifact(card_file(tflite_dir, GENERATOR, p), TfliteCard, "convert_tflite")
-             for p in PRECISIONS]  # the shipped ones, the deployed one first
+             for p in RELEASED_PRECISIONS]  # the shipped ones, the deployed one first
     evaluation = read_artifact(evaluation_path, Evaluation, "evaluate")
     conversion = read_artifact(conversion_path, ConversionMetrics, "convert_tflite")
     dataset = read_artifact(dataset_dir / META_FILE, DatasetMeta, "prepare")

@@ -32,6 +32,7 @@ from torch import nn
 from pipeline.artifacts.base import write_artifact
 from pipeline.artifacts.tflite import (
     PRECISIONS,
+    TOLERANCE_KEYS,
     ConversionCheck,
     ConversionMetrics,
     GeneratorConversion,
@@ -242,14 +243,13 @@ def convert_tflite(name: str, onnx_path: str | Path, model: nn.Module, latents: 
         if layout != model.layout:
             expected, onnx_output = (a.transpose(0, 2, 3, 1) for a in (expected, onnx_output))
         metrics = check_tflite(name, paths, expected, onnx_output, latents.numpy(), config)
+        tolerances = {"float32": config.max_abs_error, "float16": config.min_psnr_db}
         for precision, path in paths.items():
             target = model_file(out_dir, name, precision)
             shutil.copyfile(path, target)
             verified = Verified(against="PyTorch, LiteRT with XNNPACK on x86-64",
                                 latents=len(latents), **getattr(metrics, precision).model_dump(),
-                                **({"tolerance_max_abs_error": config.max_abs_error}
-                                   if precision == "float32" else
-                                   {"tolerance_min_psnr_db": config.min_psnr_db}))
+                                **{TOLERANCE_KEYS[precision]: tolerances[precision]})
             write_artifact(card_file(out_dir, name, precision), interface_card(
                 target, precision, model, layout, onnx_path, provenance, verified))
     log.info("%s: float32 max abs error %.3g, float16 PSNR %.1f dB (worst image) vs PyTorch",

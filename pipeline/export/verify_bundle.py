@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.artifacts.base import ArtifactError, read_artifact
-from pipeline.artifacts.release import GENERATOR, SUMS
+from pipeline.artifacts.release import DEPLOYED, GENERATOR, SUMS
 from pipeline.artifacts.tflite import TfliteCard, card_file, model_file
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
@@ -23,7 +23,6 @@ class BundleError(PipelineError):
     """A release bundle is incomplete or does not match its checksums."""
 
 
-DEPLOYED = "float16"  # the precision a consumer runs
 
 
 def verify_bundle(zip_path: str | Path) -> dict[str, Any]:

@@ -61,5 +61,5 @@ def sample_styles(mapping: nn.Module, batch: int, z_dim: int, mixing_prob: float
     w, w2 = mapping(z, update_w_avg=update_w_avg).view(2, batch, -1)
     cutoff = None
     if torch.rand((), generator=generator) < mixing_prob:
-        cutoff = int(torch.randint(cutoffs.start, cutoffs.stop, (), generator=generator))
+        cutoff = cutoffs[int(torch.randint(len(cutoffs), (), generator=generator))]
     return StyleSample(z, w, w2, cutoff)

@@ -11,12 +11,10 @@ import pydantic
 import torch
 from torch import nn
 
-from pipeline.config import PositiveInt
+from pipeline.config import NonNegativeFloat, PositiveInt
 from pipeline.training import losses
 from pipeline.training.run import TrainingConfig
 from pipeline.training.runtime import Distributed, optimizer_step
-
-NonNegativeFloat = Annotated[float, pydantic.Field(ge=0)]
 
 
 class AdversarialConfig(TrainingConfig):

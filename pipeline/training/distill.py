@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import PositiveInt, StageConfig
+from pipeline.config import NonNegativeFloat, PositiveInt, StageConfig
 from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
 from pipeline.images import make_grid, to_pixels
@@ -43,7 +43,6 @@ from pipeline.similarity import psnr, ssim_per_image
 from pipeline.training import losses
 from pipeline.training.adversarial import (
     AdversarialConfig,
-    NonNegativeFloat,
     discriminator_step,
     r1_step,
 )
@@ -53,6 +52,7 @@ from pipeline.training.runtime import (
     ema_beta,
     lazy_adam,
     local_main_first,
+    module_digest,
     optimizer_step,
     update_ema,
 )
@@ -261,7 +261,10 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
     with local_main_first(run.dist):  # one download per node, if any
         distance = perceptual_distance(config.perceptual, vgg19_weights,
                                        config.allow_download).to(run.device)
-    identity = {"teacher_sha256": sha256_file(teacher_path),
+    # The teacher is identified by what it computes (its config and weights), not by its file's
+    # bytes, which also hold metadata: a re-saved teacher does not make a state unresumable.
+    identity = {"teacher": {"config": teacher.config.to_dict(),
+                            "weights_sha256": module_digest(teacher)},
                 "dataset_sha256": dataset.manifest_sha256}
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     student = build_student(config, teacher).to(run.device)
@@ -306,6 +309,7 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
     run.finish(student_ema, STUDENT_KIND, config.student.to_dict(),
                samples=lambda: probe.grid(student_ema),
                meta={"steps": config.steps, "mapping": config.mapping,
-                     "perceptual_backbone": config.perceptual, **identity})
+                     "perceptual_backbone": config.perceptual,
+                     "teacher_sha256": sha256_file(teacher_path), **identity})
     return {"perceptual_backbone": config.perceptual, "mapping": config.mapping,
             "steps": config.steps, "initial": initial, "final": evaluation}

@@ -84,6 +84,11 @@ class RunPaths:
     live: Path | None = None     # dvclive directory: metrics, plots, sample grids
     samples: Path | None = None  # PNG of the final samples
 
+    def __post_init__(self):  # accept str paths too
+        for name in ("snapshot", "state", "live", "samples"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+
 
 def load_training_state(path: str | Path, kind: str, identity: dict[str, Any], steps: int,
                         steps_key: str) -> dict[str, Any] | None:
@@ -100,7 +105,10 @@ def load_training_state(path: str | Path, kind: str, identity: dict[str, Any], s
     if state.get("kind") != kind:
         raise CheckpointError(f"{path}: not a {kind}")
     if state.get("identity") != identity:
-        log.warning("%s was made with other params, data or inputs; starting from scratch", path)
+        saved = state.get("identity") or {}
+        differ = sorted(k for k in {**saved, **identity} if saved.get(k) != identity.get(k))
+        log.warning("%s was made with other params, data or inputs (%s differ); starting from "
+                    "scratch", path, ", ".join(differ))
         return None
     if state["step"] > steps:
         raise ConfigError(f"{path} is at step {state['step']}, past {steps_key} ({steps}); "
@@ -131,6 +139,7 @@ class TrainingRun:
         self.last_metrics: dict[str, float] = {}
         self._stateful: Mapping[str, Stateful] = {}
         self._monitor: Monitor | None = None
+        self._progress_keys: tuple[str, ...] | None = None
         self._last_good = ""
 
     def resume(self, identity: dict[str, Any], stateful: Mapping[str, Stateful],
@@ -158,15 +167,18 @@ class TrainingRun:
         for obj in stateful.values():
             if isinstance(obj, nn.Module):
                 broadcast_module(obj, self.dist)
-        self._monitor = Monitor(self.paths.live, config.steps, self.start_step, config.batch_size,
-                                self.dist.is_main, progress_keys=progress_keys)
+        self._progress_keys = progress_keys
         self._last_good = (f"Last good training state: {self.paths.state}"
                            if self.paths.state.exists() else "No training state was saved yet.")
         return state
 
     def steps(self) -> range:
-        """The steps left to train."""
-        return range(self.start_step, self.config.steps)
+        """The steps left to train; the logs (and the throughput clock) start here, after the
+        trainer's own set-up."""
+        config = self.config
+        self._monitor = Monitor(self.paths.live, config.steps, self.start_step, config.batch_size,
+                                self.dist.is_main, progress_keys=self._progress_keys)
+        return range(self.start_step, config.steps)
 
     def due(self, step: int, every: int) -> bool:
         """Whether work done every ``every`` steps is due at the end of ``step`` (always at the
@@ -208,11 +220,14 @@ class TrainingRun:
         modules = {name: obj for name, obj in self._stateful.items() if isinstance(obj, nn.Module)}
         check_replicas_in_sync(modules, self.dist)
         if self.dist.is_main:
-            write_text(self.paths.state.with_name("config.json"),
-                       config_text(self.config.SECTION, self.config))
+            if extra.keys() & {"kind", "step", "identity", *self._stateful}:
+                raise ValueError(f"training-state entries {sorted(extra)} collide with the run's")
             save_checkpoint(self.paths.state, {
                 "kind": self.kind, "step": step, "identity": self.identity, **extra,
                 **{name: obj.state_dict() for name, obj in self._stateful.items()}})
+            # After the state: a failed save leaves the config of the state it kept beside it.
+            write_text(self.paths.state.with_name("config.json"),
+                       config_text(self.config.SECTION, self.config))
         self._last_good = f"Last good training state: {self.paths.state} (step {step})."
 
     def finish(self, model: nn.Module, kind: str, model_config: dict[str, Any],

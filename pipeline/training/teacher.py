@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import PositiveInt
+from pipeline.config import NonNegativeFloat, PositiveInt
 from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
 from pipeline.images import make_grid, to_pixels
@@ -26,7 +26,6 @@ from pipeline.seeding import fixed_latents, seed_step
 from pipeline.training import losses
 from pipeline.training.adversarial import (
     AdversarialConfig,
-    NonNegativeFloat,
     discriminator_step,
     r1_step,
 )
