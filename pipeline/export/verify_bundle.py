@@ -23,8 +23,6 @@ class BundleError(PipelineError):
     """A release bundle is incomplete or does not match its checksums."""
 
 
-
-
 def verify_bundle(zip_path: str | Path) -> dict[str, Any]:
     """Unpack a release zip to a temporary directory, check it against ``SHA256SUMS`` (every
     file listed, every digest equal), then load the float16 model in LiteRT and run it once.
