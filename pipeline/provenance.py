@@ -18,6 +18,8 @@ from pipeline.errors import ConfigError
 # wrote is always the hash of the current values.
 MODEL_SECTIONS = ("prepare", "train_teacher", "distill", "strip_heads", "export_onnx",
                   "simplify_onnx", "convert_tflite")
+# The sections the exported inversion encoder depends on (its generator's, then its own).
+ENCODER_SECTIONS = ("prepare", "train_teacher", "distill", "train_encoder", "export_encoder")
 
 # The code that defines the models: library, stages, pipeline definition, pinned dependencies.
 # Params are not in it (params_sha256 pins them exactly, and `dvc exp run -S` changes them by

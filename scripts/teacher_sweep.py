@@ -33,8 +33,9 @@ from pipeline.training.teacher import TrainTeacherConfig, sample_grid, train_tea
 DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
-def apply_overrides(section: dict, overrides: list[str]) -> dict:
-    """``section`` with each ``key=value`` (value parsed as YAML, dotted key) set."""
+def apply_overrides(section: dict, overrides: list[str], name: str = "train_teacher") -> dict:
+    """``section`` (params.yaml's ``name``) with each ``key=value`` (value parsed as YAML, dotted
+    key) set."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -44,7 +45,7 @@ def apply_overrides(section: dict, overrides: list[str]) -> dict:
         for parent in parents:
             node = node[parent]
         if last not in node:
-            raise typer.BadParameter(f"--set {item!r}: train_teacher has no key {key!r}")
+            raise typer.BadParameter(f"--set {item!r}: {name} has no key {key!r}")
         node[last] = yaml.safe_load(value)
     return section
 

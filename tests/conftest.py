@@ -19,6 +19,16 @@ TINY_PREPARE = {
 }
 
 
+def prepared_16(tmp_path_factory) -> Path:
+    """A prepared synthetic dataset of TINY_PREPARE's 12 faces at 16x16 (for module fixtures)."""
+    from pipeline.data.prepare import PrepareConfig, prepare_dataset
+
+    out = tmp_path_factory.mktemp("data") / "prepared"
+    prepare_dataset("synthetic", out, PrepareConfig(**{**TINY_PREPARE, "resolution": 16}),
+                    workers=1)
+    return out
+
+
 def write_params(path: Path, **sections: dict) -> Path:
     path.write_text(yaml.safe_dump(sections, sort_keys=False))
     return path

@@ -7,8 +7,7 @@ import logging
 import pytest
 import torch
 
-from conftest import TINY_PREPARE
-from pipeline.data.prepare import PrepareConfig, prepare_dataset
+from conftest import prepared_16
 from pipeline.errors import ConfigError
 from pipeline.export.strip_heads import StripHeadsConfig, StrippingMismatch, strip_heads
 from pipeline.models.blazestylegan import BlazeStyleGANConfig, load_student
@@ -43,10 +42,7 @@ def distill_config(**overrides) -> DistillConfig:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "prepared"
-    prepare_dataset("synthetic", out, PrepareConfig(**{**TINY_PREPARE, "resolution": 16}),
-                    workers=1)
-    return out
+    return prepared_16(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from PIL import Image
 from conftest import ROOT, TINY_PREPARE
 from pipeline.export.verify_bundle import BundleError, verify_bundle
 from test_distill import TINY_DISTILL
+from test_encoder import TINY_EVALUATE, TINY_EXPORT, TINY_TRAIN
 from test_train_teacher import TINY_TEACHER
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,9 @@ def make_project(dest: Path, **sections: dict) -> Path:
             "evaluate": {"samples": 8, "seed": 0, "batch_size": 4, "grid_latents": 4,
                          "latency": {"threads": 1, "warmup": 1, "runs": 3},
                          "android": {"serial": None, "benchmark_model": None, "threads": 4,
-                                     "use_gpu": False, "adb": "adb"}}}
+                                     "use_gpu": False, "adb": "adb"}},
+            "train_encoder": {**TINY_TRAIN, "steps": 2, "checkpoint_every": 1, "eval_every": 1},
+            "export_encoder": TINY_EXPORT, "evaluate_encoder": TINY_EVALUATE}
     for section, values in tiny.items():
         params[section] = {**values, **sections.get(section, {})}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -116,6 +119,13 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     report = (origin / "reports/evaluate.md").read_text()
     assert "## Latency" in report and "![latency](../plots/evaluate/latency.png)" in report
     assert (origin / "plots/evaluate/samples.png").is_file()
+    inversion = json.loads((origin / "metrics/evaluate_encoder.json").read_text())
+    assert inversion["heldout_real"]["images"] == 4
+    assert set(inversion["synthetic"]["encoder"]) == {"psnr_db", "ssim", "ws_mse",
+                                                      "seconds_per_image"}
+    assert json.loads((origin / "models/encoder/encoder_float16.json").read_text())[
+        "generator"]["num_ws"] == 5
+    assert (origin / "plots/evaluate_encoder/reconstructions.png").is_file()
     model_card = (origin / "release/blazestylegan/MODEL_CARD.md").read_text()
     assert commit in model_card and "## Intended use and limits" in model_card
     # A bundle whose model file was altered fails its check.

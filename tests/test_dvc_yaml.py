@@ -11,26 +11,31 @@ import yaml
 from conftest import ROOT
 from pipeline.data.prepare import PrepareConfig
 from pipeline.export.bundle import BundleConfig
+from pipeline.export.encoder import ExportEncoderConfig
 from pipeline.export.onnx_export import ExportOnnxConfig
 from pipeline.export.onnx_simplify import SimplifyOnnxConfig
 from pipeline.export.strip_heads import StripHeadsConfig
 from pipeline.export.tflite import ConvertTfliteConfig
 from pipeline.metrics.evaluate import EvaluateConfig
+from pipeline.metrics.inversion import EvaluateEncoderConfig
 from pipeline.metrics.reference import FidConfig, ReferenceStatsConfig
-from pipeline.provenance import MODEL_SECTIONS
+from pipeline.provenance import ENCODER_SECTIONS, MODEL_SECTIONS
 from pipeline.training.distill import DistillConfig
+from pipeline.training.encoder import TrainEncoderConfig
 from pipeline.training.teacher import TrainTeacherConfig
 
 CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
            "distill": DistillConfig, "strip_heads": StripHeadsConfig,
            "export_onnx": ExportOnnxConfig, "simplify_onnx": SimplifyOnnxConfig,
            "convert_tflite": ConvertTfliteConfig, "reference_stats": ReferenceStatsConfig,
-           "evaluate": EvaluateConfig, "bundle": BundleConfig}
+           "evaluate": EvaluateConfig, "bundle": BundleConfig,
+           "train_encoder": TrainEncoderConfig, "export_encoder": ExportEncoderConfig,
+           "evaluate_encoder": EvaluateEncoderConfig}
 # Sections read by several stages, besides their own.
 SHARED = {"reference_stats": ["fid"], "evaluate": ["fid"]}
 # Stages that record a hash of every section their artifact depends on (pipeline.provenance)
 # list all of those sections, so that the hash they wrote stays current.
-PROVENANCE_STAGES = {"convert_tflite"}
+PROVENANCE_STAGES = {"convert_tflite": MODEL_SECTIONS, "export_encoder": ENCODER_SECTIONS}
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
@@ -73,7 +78,7 @@ def test_stage_lists_exactly_the_modules_it_imports(name):
 def test_stage_lists_exactly_the_params_it_reads(name):
     params = STAGES[name]["params"]
     if name in PROVENANCE_STAGES:
-        assert params == list(MODEL_SECTIONS)
+        assert params == list(PROVENANCE_STAGES[name])
         return
     fields = set(CONFIGS[name].model_fields)
     assert (params == [name, *SHARED.get(name, [])]

@@ -4,15 +4,15 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.similarity import psnr, ssim
-from pipeline.training import perceptual
-from pipeline.training.perceptual import (
+from pipeline import perceptual
+from pipeline.perceptual import (
     MultiScaleL1SSIM,
     VGG19Distance,
     WeightsUnavailable,
     perceptual_distance,
     resolve_vgg19_weights,
 )
+from pipeline.similarity import psnr, ssim
 
 
 def test_ssim_of_constant_images_has_a_closed_form():

@@ -118,9 +118,15 @@ class TfliteCard(Artifact):
     @pydantic.field_validator("verified")
     @classmethod
     def _tolerance_of_its_precision(cls, verified: Verified, info: pydantic.ValidationInfo):
-        if "precision" in info.data:  # else the precision's own error is reported
-            key = TOLERANCE_KEYS[info.data["precision"]]
-            stated = {k for k in TOLERANCE_KEYS.values() if getattr(verified, k) is not None}
-            if stated != {key}:
-                raise ValueError(f"a {info.data['precision']} model states {key} only")
-        return verified
+        return check_tolerance_key(verified, info)
+
+
+def check_tolerance_key(verified: Artifact, info: pydantic.ValidationInfo) -> Artifact:
+    """A card's ``verified`` validator: it states the tolerance of the card's precision (in
+    :data:`TOLERANCE_KEYS`) and no other."""
+    if "precision" in info.data:  # else the precision's own error is reported
+        key = TOLERANCE_KEYS[info.data["precision"]]
+        stated = {k for k in TOLERANCE_KEYS.values() if getattr(verified, k) is not None}
+        if stated != {key}:
+            raise ValueError(f"a {info.data['precision']} model states {key} only")
+    return verified

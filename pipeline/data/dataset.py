@@ -13,6 +13,7 @@ from pipeline.artifacts.base import read_artifact
 from pipeline.data.layout import MANIFEST_FIELDS, META_FILE, DatasetMeta
 from pipeline.errors import DataError
 from pipeline.io import os_reason
+from pipeline.seeding import numpy_rng
 
 
 class FaceDataset(torch.utils.data.Dataset):
@@ -89,3 +90,23 @@ class FaceDataset(torch.utils.data.Dataset):
 def _reason(error: Exception) -> str:
     """Why a read failed, without the path (the message names it already)."""
     return os_reason(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+
+
+def holdout_split(dataset: FaceDataset, holdout: int, seed: int,
+                  key: str) -> tuple[list[int], list[int]]:
+    """A seeded split of the dataset's images into (training indices, held-out indices).
+
+    Held-out images (``holdout`` of them, sorted) are never trained on, nor are their mirrored
+    copies: the training indices cover the flipped half of an ``xflip`` dataset for the training
+    images only. ``key`` is the params key of ``holdout``, named when it leaves no training image.
+    """
+    count = len(dataset.files)
+    if holdout >= count:
+        raise DataError(f"{key} is {holdout} but {dataset.root} has {count} images: at least one "
+                        "must remain for training")
+    order = numpy_rng(seed, 0).permutation(count)
+    heldout = sorted(int(i) for i in order[:holdout])
+    train = sorted(int(i) for i in order[holdout:])
+    if dataset.xflip:
+        train += [i + count for i in train]
+    return train, heldout

@@ -22,7 +22,7 @@ from torch import nn
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
-from pipeline.models.inference import check_latents, inference_models, latent_shape
+from pipeline.models.inference import check_latents, inference_models
 from pipeline.runtimes import check_max_abs, run_onnx
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,18 @@ class ExportOnnxConfig(StageConfig):
 
 
 def export_onnx(model: nn.Module, path: str | Path, opset: int, batch_size: int,
-                latents: torch.Tensor, max_abs_error: float) -> dict:
-    """Export ``model`` (latent -> image) to ONNX at ``path`` and verify it.
+                latents: torch.Tensor, max_abs_error: float, input_name: str | None = None,
+                output_name: str = OUTPUT_NAME) -> dict:
+    """Export ``model`` (one input -> one output) to ONNX at ``path`` and verify it.
 
     Args:
-        model:         an inference generator with ``input`` ("z" or "w") and ``config``.
+        model:         an inference generator (input ``model.input``, "z" or "w"), or any model
+                       of one input named ``input_name``.
         opset:         ONNX opset version.
         batch_size:    the static batch of the exported graph (1 for on-device use).
-        latents:       (count, dim) fixed latents for the check; count a multiple of batch_size.
+        latents:       (count, ...) fixed inputs for the check; count a multiple of batch_size.
         max_abs_error: largest allowed |ONNX Runtime - PyTorch| over every output value.
+        input_name, output_name: the graph's tensor names (default: ``model.input``, "image").
 
     Returns:
         metrics: opset, node count, file size, max abs error against PyTorch.
@@ -60,14 +63,14 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int, batch_size: int,
     if len(latents) % batch_size:
         raise PipelineError(f"{len(latents)} check latents are not a multiple of the batch "
                             f"size {batch_size}")
-    example = torch.zeros(latent_shape(model, batch_size))
+    example = torch.zeros(batch_size, *latents.shape[1:])
     with torch.no_grad():
         expected = torch.cat([model(chunk) for chunk in latents.split(batch_size)]).numpy()
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.onnx.export(model, (example,), str(tmp), dynamo=True, external_data=False,
-                          opset_version=opset, input_names=[model.input],
-                          output_names=[OUTPUT_NAME], verbose=False)
+                          opset_version=opset, input_names=[input_name or model.input],
+                          output_names=[output_name], verbose=False)
         graph = onnx.load(str(tmp))
         onnx.checker.check_model(graph, full_check=True)
         error = check_max_abs(f"{path} (ONNX Runtime vs PyTorch)",

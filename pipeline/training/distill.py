@@ -38,6 +38,7 @@ from pipeline.io import sha256_file
 from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGAN, BlazeStyleGANConfig
 from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config, load_teacher
 from pipeline.models.styles import StyleSample, broadcast_ws, sample_styles
+from pipeline.perceptual import perceptual_distance
 from pipeline.seeding import fixed_latents
 from pipeline.similarity import psnr, ssim_per_image
 from pipeline.training import losses
@@ -46,7 +47,6 @@ from pipeline.training.adversarial import (
     discriminator_step,
     r1_step,
 )
-from pipeline.training.perceptual import perceptual_distance
 from pipeline.training.run import RunPaths, TrainingRun
 from pipeline.training.runtime import (
     ema_beta,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -190,11 +190,15 @@ class TrainingRun:
         """The random stream ``stream`` of ``step`` on this rank (``pipeline.seeding``)."""
         return step_generator(self.config.seed, step, self.dist.rank, stream)
 
-    def real_batch(self, dataset: torch.utils.data.Dataset, step: int) -> torch.Tensor:
-        """This rank's share of the step's batch of dataset images, on :attr:`device`."""
-        indices = rank_batch_indices(self.config.seed, step, len(dataset), self.config.batch_size,
-                                     self.dist)
-        return torch.stack([dataset[i] for i in indices]).to(self.device)
+    def real_batch(self, dataset: torch.utils.data.Dataset, step: int,
+                   pool: Sequence[int] | None = None, count: int | None = None) -> torch.Tensor:
+        """This rank's share of the step's batch of dataset images, on :attr:`device`: ``count``
+        images over all ranks (default: the batch size) drawn from the dataset indices ``pool``
+        (default: all of them)."""
+        pool = range(len(dataset)) if pool is None else pool
+        count = self.config.batch_size if count is None else count
+        indices = rank_batch_indices(self.config.seed, step, len(pool), count, self.dist)
+        return torch.stack([dataset[pool[i]] for i in indices]).to(self.device)
 
     def record(self, step: int, values: dict[str, torch.Tensor | float]) -> None:
         """The end of a step's updates: the NaN guard (agreed across ranks), then the values are

@@ -23,45 +23,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.io import sha256_file
-from pipeline.pretrained import WeightsUnavailable, download_to_hub_cache, hub_cache_path
+from pipeline.pretrained import WeightsUnavailable, resolve_torchvision_weights
 from pipeline.similarity import ssim
 
 log = logging.getLogger(__name__)
 
-VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
-VGG19_FILE = "vgg19-dcbb9e9d.pth"
-VGG19_SHA256_PREFIX = "dcbb9e9d"   # torchvision names weight files after their sha256
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"  # sha256 prefix dcbb9e9d
+VGG19_FILE = VGG19_URL.rsplit("/", 1)[1]
 VGG19_LAYERS = (3, 8, 17, 26, 35)  # relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 in .features
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = ("vgg19-imagenet", "multiscale-l1-ssim")
 
 
-def _check_sha256_prefix(path: Path) -> None:
-    digest = sha256_file(path)
-    if not digest.startswith(VGG19_SHA256_PREFIX):
-        raise WeightsUnavailable(f"{path}: sha256 {digest[:16]}... is not torchvision's VGG19 "
-                                 f"({VGG19_SHA256_PREFIX}...); delete it or pass a local path")
-
-
 def resolve_vgg19_weights(path: str | Path | None, allow_download: bool) -> Path:
     """The VGG19 ImageNet weights file: ``path``, else the hub cache, else a checked download."""
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise WeightsUnavailable(f"{path}: VGG19 weights file not found")
-        return path
-    cached = hub_cache_path(VGG19_URL)
-    if cached.is_file():
-        _check_sha256_prefix(cached)
-        return cached
-    if not allow_download:
-        raise WeightsUnavailable(
-            f"VGG19 ImageNet weights not found: pass a local file in torchvision's format, put "
-            f"{VGG19_FILE} in {cached.parent}, or allow the download; offline, use the "
-            f"'multiscale-l1-ssim' perceptual backbone instead")
-    return download_to_hub_cache(VGG19_URL, _check_sha256_prefix)
+    return resolve_torchvision_weights(path, VGG19_URL, "VGG19", allow_download,
+                                       "offline, use the 'multiscale-l1-ssim' perceptual "
+                                       "backbone instead")
 
 
 def _to_imagenet(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
