@@ -113,8 +113,8 @@ def _preset(resolution, num_ws, w_dim, width, blocks, downsamplings, head, group
 # 1.48 M parameters and 0.571 GFLOPs at 256 against the paper's 1.44 M / 0.60 (+2.6% / -4.8%;
 # `python -m stages.complexity`, checked by the tests). The tiny presets invert blaze-tiny-32 / 64.
 PRESETS: dict[str, EncoderConfig] = {
-    "encoder-tiny-32": _preset(32, 7, 64, 0.5, [1, 2, 3, 4, 3], 3, 64, [2, 2, 3]),
-    "encoder-tiny-64": _preset(64, 9, 64, 0.5, [1, 2, 3, 4, 3], 4, 64, [2, 2, 5]),
+    "encoder-tiny-32": _preset(32, 7, 64, 1.0, [1, 2, 3, 4, 3], 3, 128, [2, 2, 3]),
+    "encoder-tiny-64": _preset(64, 9, 64, 1.0, [1, 2, 3, 4, 3], 4, 128, [2, 2, 5]),
     "encoder-256": _preset(256, 13, 512, 1.0, [1, 2, 3, 4, 3], 4, 112, [4, 4, 5]),
 }
 
