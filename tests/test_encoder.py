@@ -42,8 +42,8 @@ from pipeline.perceptual import MultiScaleL1SSIM
 from pipeline.pretrained import WeightsUnavailable
 from pipeline.runtimes import ConversionMismatch
 from pipeline.snapshot import load_checkpoint, save_snapshot
-from pipeline.training.encoder import TrainEncoderConfig, train_encoder
-from pipeline.training.run import RunPaths
+from pipeline.training.encoder import TrainEncoderConfig, learning_rate, train_encoder
+from pipeline.training.run import RunPaths, TrainingRun
 from pipeline.training.runtime import module_digest
 
 STUDENT = BlazeStyleGANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=2,
@@ -53,7 +53,7 @@ TINY_ENCODER = {"resolution": 16, "num_ws": 5, "w_dim": 16, "width_mult": 0.25,
                 "blocks": [1, 1, 1], "downsamplings": 2, "head_channels": 16, "groups": [2, 3]}
 TINY_TRAIN = {
     "encoder": TINY_ENCODER, "backbone_weights": "none", "allow_download": False, "seed": 0,
-    "batch_size": 8, "steps": 6, "lr": 0.005, "lr_schedule": "cosine", "synthetic_fraction": 0.5,
+    "batch_size": 8, "steps": 6, "lr": 0.005, "lr_schedule": "constant", "synthetic_fraction": 0.5,
     "truncation_min": 0.5, "style_mixing": 0.5, "holdout_images": 4, "xflip": True,
     "perceptual": "multiscale-l1-ssim", "pixel_loss": "l2", "lambda_pixel": 1.0,
     "lambda_perceptual": 0.8, "lambda_latent": 1.0,
@@ -231,10 +231,25 @@ def test_short_training_improves_reconstruction_and_latents(tmp_path, student, d
     assert (out / "samples.png").is_file()
 
 
-def test_interrupted_and_resumed_training_is_bit_equal(tmp_path, student, dataset):
-    full, _ = run(tmp_path, student, dataset, train_config(), "full")
-    run(tmp_path, student, dataset, train_config(steps=3), "part")
-    run(tmp_path, student, dataset, train_config(), "part")
+def test_cosine_learning_rate_follows_the_step():
+    config = train_config(lr_schedule="cosine", steps=10, lr=0.01)
+    assert learning_rate(config, 0) == 0.01 and learning_rate(config, 5) == pytest.approx(0.005)
+    assert learning_rate(config.model_copy(update={"lr_schedule": "constant"}), 9) == 0.01
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_interrupted_and_resumed_training_is_bit_equal(tmp_path, student, dataset, schedule,
+                                                       monkeypatch):
+    config = train_config(lr_schedule=schedule)
+    full, _ = run(tmp_path, student, dataset, config, "full")
+    # The same run stopped after the state of step 3 is saved (as kill -9 would leave it): with
+    # the same params, so the cosine schedule is the full run's too.
+    steps = TrainingRun.steps
+    monkeypatch.setattr(TrainingRun, "steps", lambda self: range(steps(self).start, 3))
+    run(tmp_path, student, dataset, config, "part")
+    assert load_checkpoint(tmp_path / "part" / "state.pt")["step"] == 3
+    monkeypatch.setattr(TrainingRun, "steps", steps)
+    run(tmp_path, student, dataset, config, "part")
     assert load_checkpoint(tmp_path / "part" / "state.pt")["step"] == 6
     assert module_digest(load_encoder(full / "encoder.pt")) == module_digest(
         load_encoder(tmp_path / "part" / "encoder.pt"))
