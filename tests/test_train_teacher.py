@@ -184,3 +184,14 @@ def test_cuda_without_cuda_is_a_clear_error():
         resolve_device_type("cuda")
     with pytest.raises(PipelineError, match="auto, cpu or cuda"):
         resolve_device_type("tpu")
+
+
+def test_a_torn_dvclive_summary_left_by_kill_9_does_not_stop_the_resumption(tmp_path, dataset):
+    out = tmp_path / "run"
+    paths = RunPaths(snapshot=out / "teacher.pt", state=out / "state.pt", live=out / "live")
+    train_teacher(teacher_config(steps=2, checkpoint_every=1), dataset_dir=dataset,
+                  device="cpu", paths=paths)
+    (out / "live" / "metrics.json").write_text('{"step": ')  # cut short by the kill
+    train_teacher(teacher_config(steps=3, checkpoint_every=1), dataset_dir=dataset,
+                  device="cpu", paths=paths)
+    assert json.loads((out / "live" / "metrics.json").read_text())["step"] == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import sys
 import time
@@ -12,6 +14,22 @@ import torch
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+def drop_torn_summary(live_dir: Path) -> None:
+    """Remove dvclive's ``metrics.json`` if a killed run left it torn (dvclive rewrites it in
+    place, so ``kill -9`` can leave it empty or cut short): dvclive's resumption would fail to
+    parse it. The run sets the step itself, and the next log rewrites the file."""
+    summary = live_dir / "metrics.json"
+    try:
+        json.loads(summary.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (ValueError, UnicodeDecodeError):
+        log.warning("%s is torn (an interrupted write); it is rewritten at the next log", summary)
+        summary.unlink()
 
 
 class TrainingDiverged(PipelineError):
@@ -62,6 +80,8 @@ class Monitor:
                 Live,  # imported here: it is slow to import and rank 0 needs it only
             )
 
+            if start_step > 0:
+                drop_torn_summary(Path(live_dir))
             self.live = Live(str(live_dir), resume=start_step > 0, save_dvc_exp=False,
                              dvcyaml=None, report=None)
             self.live.step = start_step
