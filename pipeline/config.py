@@ -104,12 +104,17 @@ def _format_errors(path: Path, section: str, error: pydantic.ValidationError) ->
 
 
 def load_config(path: str | Path, section: str, cls: type[ConfigT]) -> ConfigT:
-    """Load and validate section ``section`` of the params file ``path`` as ``cls``."""
+    """Load and validate section ``section`` of the params file ``path`` as ``cls``; a dotted
+    ``section`` (``styles.ink``) names a mapping inside a section."""
     path = Path(path)
-    params = read_yaml(path)
-    if section not in params:
-        raise ConfigError(f"{path}: no '{section}' section (sections found: {sorted(params)})")
-    values = params[section]
+    values: Any = read_yaml(path)
+    parts = section.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(values, dict) or part not in values:
+            found = sorted(values) if isinstance(values, dict) else []
+            where = f"'{'.'.join(parts[:depth])}'" if depth else "the file"
+            raise ConfigError(f"{path}: no '{section}' section ({where} has {found})")
+        values = values[part]
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: section '{section}' must be a mapping of keys to values")
     try:

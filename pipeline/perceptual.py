@@ -47,12 +47,9 @@ def _to_imagenet(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
     return ((x + 1) / 2 - mean) / std  # [-1, 1] -> ImageNet-normalized
 
 
-class VGG19Distance(nn.Module):
-    """Mean L1 distance between VGG19 activations (relu1_2 ... relu5_4) of two image batches.
-
-    Images in [-1, 1], (N, 3, H, W); sides below 32 pixels are upsampled to 32 first (four
-    poolings precede relu5_4).
-    """
+class VGG19Features(nn.Module):
+    """VGG19 activations relu1_2 ... relu5_4 of images in [-1, 1], (N, 3, H, W): a list, finest
+    first. Sides below 32 pixels are upsampled to 32 first (four poolings precede relu5_4)."""
 
     name = "vgg19-imagenet"
 
@@ -73,17 +70,31 @@ class VGG19Distance(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if min(x.shape[-2:]) < 32:
             x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-            y = F.interpolate(y, size=(32, 32), mode="bilinear", align_corners=False)
-        h = _to_imagenet(torch.cat([x, y]), self.mean, self.std)  # one pass for both batches
-        distance, n = h.new_zeros(()), x.shape[0]
+        h, activations = _to_imagenet(x, self.mean, self.std), []
         for i, layer in enumerate(self.features):
             h = layer(h)
             if i in VGG19_LAYERS:
-                distance = distance + (h[:n] - h[n:]).abs().mean()
-        return distance / len(VGG19_LAYERS)
+                activations.append(h)
+        return activations
+
+
+class VGG19Distance(nn.Module):
+    """Mean L1 distance between VGG19 activations (relu1_2 ... relu5_4, :class:`VGG19Features`)
+    of two image batches in [-1, 1]."""
+
+    name = "vgg19-imagenet"
+
+    def __init__(self, weights: str | Path):
+        super().__init__()
+        self.vgg = VGG19Features(weights)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        activations = self.vgg(torch.cat([x, y]))  # one pass for both batches
+        return sum((h[:n] - h[n:]).abs().mean() for h in activations) / len(activations)
 
 
 class MultiScaleL1SSIM(nn.Module):

@@ -21,6 +21,12 @@ MODEL_SECTIONS = ("prepare", "train_teacher", "distill", "strip_heads", "export_
 # The sections the exported inversion encoder depends on (its generator's, then its own).
 ENCODER_SECTIONS = ("prepare", "train_teacher", "distill", "train_encoder", "export_encoder")
 
+
+def stylizer_sections(style: str) -> tuple[str, ...]:
+    """The sections a style's exported stylizer depends on: the encoder's, then the style's own
+    entry of ``styles``, the fine-tune's and the export's."""
+    return (*ENCODER_SECTIONS, f"styles.{style}", "stylize", "export_stylizer")
+
 # The code that defines the models: library, stages, pipeline definition, pinned dependencies.
 # Params are not in it (params_sha256 pins them exactly, and `dvc exp run -S` changes them by
 # design); nor is what DVC rewrites during `dvc repro` (dvc.lock, metrics).
@@ -49,11 +55,17 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any]:
 def params_sha256(params: str | Path, sections: tuple[str, ...] = MODEL_SECTIONS) -> str:
     """SHA-256 of the named sections of a params file, as canonical JSON (key order, comments and
     formatting do not count; values do)."""
-    data = read_yaml(params)
-    missing = [s for s in sections if s not in data]
+    data, values, missing = read_yaml(params), {}, []
+    for section in sections:  # a dotted name (styles.ink) is a mapping inside a section
+        value = data
+        for part in section.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            missing.append(section)
+        values[section] = value
     if missing:
         raise ConfigError(f"{params}: missing section(s) {', '.join(missing)}")
-    canonical = json.dumps({s: data[s] for s in sections}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

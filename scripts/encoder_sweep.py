@@ -21,8 +21,9 @@ import typer
 from teacher_sweep import apply_overrides
 
 from pipeline.config import read_yaml
+from pipeline.data.dataset import heldout_images
 from pipeline.inversion import optimize_ws
-from pipeline.metrics.inversion import heldout_images, score, synthesize
+from pipeline.metrics.inversion import score, synthesize
 from pipeline.models.encoder import load_encoder_and_generator
 from pipeline.perceptual import perceptual_distance
 from pipeline.training.encoder import TrainEncoderConfig, train_encoder

@@ -18,6 +18,7 @@ if [ "${RELEASE_VENV:-fresh}" != reuse ]; then
     pip install -e .
 fi
 
+bash scripts/mediapipe_venv.sh  # the face models of the stylizer bundles (its own venv)
 dvc repro
 python scripts/verify_release.py release/blazestylegan.zip
 echo "release: release/blazestylegan.zip"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.config import load_config, log_config
+from pipeline.config import load_config, log_config, read_yaml
 from pipeline.export.bundle import BundleConfig, build_bundle
 from pipeline.stage import stage_app, stage_run
 
@@ -22,13 +22,19 @@ def main(
     dataset: Path = typer.Option(..., help="prepared dataset directory (for its provenance)"),
     out: Path = typer.Option(..., help="release directory to write"),
     zip_path: Path = typer.Option(..., "--zip", help="release zip to write"),
+    stylizers: Path = typer.Option(None, help="directory of the exported stylizers <style>/ "
+                                   "(export_stylizer); the styles are params.yaml's"),
+    stylizer_metrics: Path = typer.Option(None, help="metrics of the evaluate_stylizers stage"),
+    export_metrics: Path = typer.Option(None, help="directory of export_stylizer's metrics"),
 ) -> None:
     with stage_run("bundle"):
         config = load_config(params, "bundle", BundleConfig)
         log_config("bundle", config)
+        styles = list(read_yaml(params).get("styles") or {}) if stylizers else []
         build_bundle(config, params_path=params, tflite_dir=tflite, evaluation_path=evaluation,
                      conversion_path=conversion, dataset_dir=dataset, out_dir=out,
-                     zip_path=zip_path)
+                     zip_path=zip_path, styles=styles, stylizers_dir=stylizers,
+                     stylizer_metrics=stylizer_metrics, export_metrics=export_metrics)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,16 @@ def main(
     vgg19_weights: Path = typer.Option(None, help="VGG19 weights in torchvision's format "
                                        "(perceptual: vgg19-imagenet); "
                                        "default: the torch hub cache"),
+    discriminator: Path = typer.Option(None, help="discriminator snapshot to write (the "
+                                       "stylizer's frozen feature network)"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     with stage_run("distill"):
         config = load_config(params, "distill", DistillConfig)
         log_config("distill", config)
         result = distill(config, teacher_path=teacher, dataset_dir=dataset, device=device,
-                         vgg19_weights=vgg19_weights, paths=RunPaths(
+                         vgg19_weights=vgg19_weights, discriminator_path=discriminator,
+                         paths=RunPaths(
                              snapshot=snapshot, state=state, live=live, samples=samples))
         if is_main_process():
             write_json(metrics, result)

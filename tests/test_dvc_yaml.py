@@ -15,13 +15,16 @@ from pipeline.export.encoder import ExportEncoderConfig
 from pipeline.export.onnx_export import ExportOnnxConfig
 from pipeline.export.onnx_simplify import SimplifyOnnxConfig
 from pipeline.export.strip_heads import StripHeadsConfig
+from pipeline.export.stylizer import ExportStylizerConfig, FaceModelsConfig
 from pipeline.export.tflite import ConvertTfliteConfig
 from pipeline.metrics.evaluate import EvaluateConfig
 from pipeline.metrics.inversion import EvaluateEncoderConfig
 from pipeline.metrics.reference import FidConfig, ReferenceStatsConfig
-from pipeline.provenance import ENCODER_SECTIONS, MODEL_SECTIONS
+from pipeline.metrics.stylizer import EvaluateStylizersConfig
+from pipeline.provenance import ENCODER_SECTIONS, MODEL_SECTIONS, stylizer_sections
 from pipeline.training.distill import DistillConfig
 from pipeline.training.encoder import TrainEncoderConfig
+from pipeline.training.stylize import StyleConfig, StylizeConfig
 from pipeline.training.teacher import TrainTeacherConfig
 
 CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
@@ -30,13 +33,20 @@ CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
            "convert_tflite": ConvertTfliteConfig, "reference_stats": ReferenceStatsConfig,
            "evaluate": EvaluateConfig, "bundle": BundleConfig,
            "train_encoder": TrainEncoderConfig, "export_encoder": ExportEncoderConfig,
-           "evaluate_encoder": EvaluateEncoderConfig}
+           "evaluate_encoder": EvaluateEncoderConfig, "stylize": StylizeConfig,
+           "face_models": FaceModelsConfig, "export_stylizer": ExportStylizerConfig,
+           "evaluate_stylizers": EvaluateStylizersConfig}
 # Sections read by several stages, besides their own.
-SHARED = {"reference_stats": ["fid"], "evaluate": ["fid"]}
+SHARED = {"reference_stats": ["fid"], "evaluate": ["fid"], "evaluate_stylizers": ["styles"]}
+# The per-style stages (`foreach` over the styles section): what each reads, for style ${key}.
+PER_STYLE = {"prepare_styles": ["styles.${key}", "prepare.resolution"]}
 # Stages that record a hash of every section their artifact depends on (pipeline.provenance)
 # list all of those sections, so that the hash they wrote stays current.
-PROVENANCE_STAGES = {"convert_tflite": MODEL_SECTIONS, "export_encoder": ENCODER_SECTIONS}
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PROVENANCE_STAGES = {"convert_tflite": MODEL_SECTIONS, "export_encoder": ENCODER_SECTIONS,
+                     "export_stylizer": stylizer_sections("${key}")}
+# A `foreach` stage is checked through its template (`do`).
+STAGES = {name: stage.get("do", stage)
+          for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()}
 
 
 def module_file(name: str) -> Path | None:
@@ -80,6 +90,9 @@ def test_stage_lists_exactly_the_params_it_reads(name):
     if name in PROVENANCE_STAGES:
         assert params == list(PROVENANCE_STAGES[name])
         return
+    if name in PER_STYLE:
+        assert params == PER_STYLE[name]
+        return
     fields = set(CONFIGS[name].model_fields)
     assert (params == [name, *SHARED.get(name, [])]
             or set(params) == {f"{name}.{field}" for field in fields})
@@ -92,6 +105,10 @@ def test_params_yaml_loads_and_its_models_are_the_documented_presets():
 
     configs = {name: load_config(ROOT / "params.yaml", name, cls)
                for name, cls in {**CONFIGS, "fid": FidConfig}.items()}
+    styles = yaml.safe_load((ROOT / "params.yaml").read_text())["styles"]
+    assert len(styles) >= 2  # the embedded default: two procedural styles at least
+    for style in styles:
+        assert load_config(ROOT / "params.yaml", f"styles.{style}", StyleConfig).images >= 1
     assert configs["train_teacher"].model == PRESETS["tiny-32"]
     assert configs["distill"].student == BLAZE_PRESETS["blaze-tiny-32"]
     assert configs["prepare"].resolution == configs["distill"].student.resolution == 32

@@ -49,7 +49,7 @@ def test_vgg19_loads_from_a_local_file(vgg_file):
     distance = perceptual_distance("vgg19-imagenet", vgg_file)
     reference = torchvision.models.vgg19(weights=None)
     reference.load_state_dict(torch.load(vgg_file, weights_only=True), strict=False)
-    assert torch.equal(distance.features[0].weight, reference.features[0].weight)
+    assert torch.equal(distance.vgg.features[0].weight, reference.features[0].weight)
     x = torch.rand(2, 3, 8, 8) * 2 - 1  # an 8x8 pyramid level works too
     assert distance(x, x).item() == 0.0 and distance(x, -x).item() > 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,3 +111,19 @@ def holdout_split(dataset: FaceDataset, holdout: int, seed: int,
     if dataset.xflip:
         train += [i + count for i in train]
     return train, heldout
+
+
+def heldout_images(dataset_dir: str | Path, meta: dict[str, Any],
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """The held-out real images recorded in an encoder's snapshot meta, from the dataset it was
+    trained on (refused if the dataset changed since)."""
+    dataset = FaceDataset(dataset_dir)
+    if dataset.manifest_sha256 != meta["dataset_sha256"]:
+        raise DataError(f"{dataset_dir}: not the dataset the encoder was trained on (manifest "
+                        f"sha256 {dataset.manifest_sha256[:12]}..., the encoder's "
+                        f"{meta['dataset_sha256'][:12]}...); re-train the encoder")
+    index = {name: i for i, name in enumerate(dataset.files)}
+    missing = [name for name in meta["heldout_files"] if name not in index]
+    if missing:
+        raise DataError(f"{dataset_dir}: held-out image {missing[0]} is missing")
+    return torch.stack([dataset[index[name]] for name in meta["heldout_files"]]).to(device)

@@ -31,6 +31,7 @@ from pipeline.artifacts.base import write_artifact
 from pipeline.config import PowerOfTwo, StageConfig, config_text
 from pipeline.data.ingest import SKIP_REASONS, LoadedImage, SourceFile, list_source, load_face
 from pipeline.data.layout import FORMAT_VERSION, MANIFEST_FIELDS, META_FILE, DatasetMeta
+from pipeline.data.styles import PROCEDURAL_STYLES, procedural_style
 from pipeline.data.synthetic import synthetic_face
 from pipeline.errors import DataError
 from pipeline.images import encode_png, make_grid
@@ -39,14 +40,15 @@ from pipeline.io import atomic_path, sha256_bytes, sha256_file, write_text
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
+PROCEDURAL = "procedural:"  # + a style of pipeline.data.styles: procedural style exemplars
 
 
 class PrepareConfig(StageConfig):
     """The ``prepare`` section of params.yaml."""
 
     resolution: Annotated[PowerOfTwo, pydantic.Field(ge=8, le=1024)]  # output size, pixels
-    synthetic_images: Annotated[int, pydantic.Field(ge=1)]  # faces generated for 'synthetic'
-    seed: Annotated[int, pydantic.Field(ge=0)]              # seed of the synthetic faces
+    synthetic_images: Annotated[int, pydantic.Field(ge=1)]  # images drawn for a generated source
+    seed: Annotated[int, pydantic.Field(ge=0)]              # seed of the generated images
     min_images: Annotated[int, pydantic.Field(ge=1)]        # fail when fewer usable remain
     preview_images: Annotated[int, pydantic.Field(ge=1)]    # faces in the preview grid
 
@@ -89,6 +91,25 @@ def _synthetic_item(index: int, seed: int, resolution: int) -> LoadedImage:
                        source_height=resolution, source_mode="RGB", image=image)
 
 
+def _procedural_item(index: int, style: str, seed: int, resolution: int) -> LoadedImage:
+    image = procedural_style(style, seed, index, resolution)
+    return LoadedImage(name=f"{PROCEDURAL}{style}:{seed}:{index}",
+                       source_sha256=sha256_bytes(image.tobytes()), source_bytes=image.nbytes,
+                       source_width=resolution, source_height=resolution, source_mode="RGB",
+                       image=image)
+
+
+def procedural_source(source: str) -> str | None:
+    """The style of a ``procedural:<style>`` source (None for any other source)."""
+    if not source.startswith(PROCEDURAL):
+        return None
+    style = source[len(PROCEDURAL):]
+    if style not in PROCEDURAL_STYLES:
+        raise DataError(f"unknown procedural source {source!r}; choose one of "
+                        f"{[PROCEDURAL + s for s in PROCEDURAL_STYLES]}, or a folder / .zip")
+    return style
+
+
 def _ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
     """``map`` over a process pool, in order (the output must not depend on the worker count)."""
     items = list(items)
@@ -106,6 +127,12 @@ def _iter_images(source: str, config: PrepareConfig, workers: int,
     if source == SYNTHETIC:
         report.candidates = config.synthetic_images
         fn = functools.partial(_synthetic_item, seed=config.seed, resolution=config.resolution)
+        return _ordered_map(fn, range(config.synthetic_images), workers)
+    style = procedural_source(source)
+    if style is not None:
+        report.candidates = config.synthetic_images
+        fn = functools.partial(_procedural_item, style=style, seed=config.seed,
+                               resolution=config.resolution)
         return _ordered_map(fn, range(config.synthetic_images), workers)
     files: list[SourceFile] = list_source(source)
     report.candidates = len(files)
@@ -126,7 +153,9 @@ def prepare_dataset(source: str, out: str | Path, config: PrepareConfig,
     """Build the dataset artifact at ``out`` from ``source`` and return a report.
 
     Args:
-        source:      ``"synthetic"`` for the procedural faces, or a folder / .zip of face images.
+        source:      ``"synthetic"`` for the procedural faces, ``"procedural:<style>"`` for
+                     procedural style exemplars (``pipeline.data.styles``), or a folder / .zip
+                     of face (or style) images.
         out:         the dataset directory to write; replaced whole, only on success.
         config:      the ``prepare`` config (written resolved beside the data, ``config.json``).
         workers:     processes for decoding and resizing; 0 means one per CPU core.
@@ -175,7 +204,8 @@ def prepare_dataset(source: str, out: str | Path, config: PrepareConfig,
             format=FORMAT_VERSION,
             resolution=config.resolution,
             count=report.images,
-            source=SYNTHETIC if source == SYNTHETIC else Path(source).name,
+            source=(source if source == SYNTHETIC or source.startswith(PROCEDURAL)
+                    else Path(source).name),
             manifest_sha256=sha256_file(tmp / "manifest.csv"),
         ))
     report.preview = make_grid(np.stack(preview))

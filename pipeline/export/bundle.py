@@ -1,11 +1,13 @@
 """The release bundle: the deployed student (float16 and float32 TFLite) with its interface
-JSON, a model card, the exact params, the metrics, and ``SHA256SUMS``; as a directory and as a
-zip with fixed timestamps (same contents, same bytes).
+JSON, each style's float16 stylizer with its card and its MediaPipe ``.task`` bundle, a model
+card, the exact params, the metrics, and ``SHA256SUMS``; as a directory and as a zip with fixed
+timestamps (same contents, same bytes).
 Its consumer's check is ``pipeline.export.verify_bundle``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import zipfile
@@ -23,6 +25,7 @@ from pipeline.artifacts.release import (
     SUMS,
     ReleaseMetrics,
     model_files,
+    stylizer_files,
 )
 from pipeline.artifacts.tflite import (
     ConversionMetrics,
@@ -34,8 +37,8 @@ from pipeline.artifacts.tflite import (
 )
 from pipeline.config import StageConfig, read_yaml
 from pipeline.data.layout import META_FILE, DatasetMeta
-from pipeline.errors import PipelineError
-from pipeline.io import atomic_path, sha256_file, write_text
+from pipeline.errors import DataError, FileError, PipelineError
+from pipeline.io import atomic_path, describe_os_error, sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,33 @@ def model_card(config: BundleConfig, card: TfliteCard, evaluation: Evaluation,
     ])
 
 
+def _stylizer_section(styles: list[str], evaluation: dict, exports: dict[str, dict]) -> list[str]:
+    """The model card's face stylizers: files, what they do, their scores and bundles."""
+    if not styles:
+        return []
+    lines = ["## Face stylizers", "",
+             "One image-to-image stylizer per style: an aligned face photo (1 x R x R x 3 float32 "
+             "in [0, 1], NHWC) -> the inversion encoder -> the student fine-tuned to the style -> "
+             "the stylized face (same shape and range). `stylizer_<style>_float16.tflite` runs on "
+             "LiteRT; `face_stylizer_<style>.task` is the MediaPipe Tasks bundle (face detection, "
+             "alignment and the float32 stylizer) for MediaPipe's FaceStylizer.", "",
+             f"Scored on {evaluation['faces']} held-out faces against the unstylized "
+             "reconstructions (the encoder and the base student): style distances to the style "
+             "images (lower is closer), content as the encoder's W+ distance on the layers the "
+             "fine-tune did not mix, relative to two different faces (0: the same code, 1: "
+             "another person).", "",
+             "| style | Gram distance (unstylized) | SWD (unstylized) | content (unstylized) | "
+             "float16 LiteRT p50 | face models |", "| --- | --- | --- | --- | --- | --- |"]
+    for style in styles:
+        scores, bundle = evaluation["styles"][style], exports[style]["bundle"]
+        sty, base = scores["stylized"], scores["unstylized"]
+        lines.append(f"| {style} | {sty['gram_distance']:.3g} ({base['gram_distance']:.3g}) | "
+                     f"{sty['swd']:.0f} ({base['swd']:.0f}) | {sty['content_wplus']:.2f} "
+                     f"({base['content_wplus']:.2f}) | "
+                     f"{scores['latency_float16']['p50_ms']:.2f} ms | {bundle['face_models']} |")
+    return [*lines, ""]
+
+
 def write_sums(root: Path) -> None:
     files = sorted(p.name for p in root.iterdir() if p.is_file() and p.name != SUMS)
     write_text(root / SUMS, "".join(f"{sha256_file(root / f)}  {f}\n" for f in files))
@@ -175,10 +205,50 @@ def write_zip(root: Path, path: Path, folder: str) -> None:
             archive.writestr(info, file.read_bytes())
 
 
+def read_json(path: Path, stage: str) -> dict:
+    """A metrics JSON of ``stage``; a missing or broken file is one line naming it."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise FileError(f"{describe_os_error(e, path)}; run {stage}") from None
+    except ValueError as e:
+        raise DataError(f"{path}: not JSON ({e}); run {stage}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: not a JSON object; run {stage}")
+    return value
+
+
+def read_stylizers(styles: list[str], stylizers_dir: Path | None,
+                   stylizer_metrics: Path | None, export_metrics: Path | None
+                   ) -> tuple[dict | None, dict[str, dict]]:
+    """The stylizers' evaluation and each style's export metrics; their files must exist."""
+    if not styles:
+        return None, {}
+    if None in (stylizers_dir, stylizer_metrics, export_metrics):
+        raise PipelineError("a release with styles needs the stylizers, their evaluation and "
+                            "their export metrics")
+    for style in styles:
+        for name in stylizer_files(style):
+            if not (stylizers_dir / style / name).is_file():
+                raise PipelineError(f"{stylizers_dir / style / name}: missing; run "
+                                    f"export_stylizer@{style}")
+    evaluation = read_json(stylizer_metrics, "evaluate_stylizers")
+    missing = [s for s in styles if s not in evaluation.get("styles", {})]
+    if missing:
+        raise PipelineError(f"{stylizer_metrics}: no scores of style {missing[0]}; run "
+                            "evaluate_stylizers")
+    return evaluation, {s: read_json(export_metrics / f"{s}.json", f"export_stylizer@{s}")
+                        for s in styles}
+
+
 def build_bundle(config: BundleConfig, *, params_path: Path, tflite_dir: Path,
                  evaluation_path: Path, conversion_path: Path, dataset_dir: Path, out_dir: Path,
-                 zip_path: Path) -> dict:
-    """Write the release directory ``out_dir`` (replaced whole) and ``zip_path``.
+                 zip_path: Path, styles: list[str] = (), stylizers_dir: Path | None = None,
+                 stylizer_metrics: Path | None = None,
+                 export_metrics: Path | None = None) -> dict:
+    """Write the release directory ``out_dir`` (replaced whole) and ``zip_path``; with
+    ``styles``, each style's stylizer files from ``stylizers_dir/<style>`` and their scores
+    (``stylizer_metrics``, ``export_metrics/<style>.json``).
 
     Every input is read and validated before anything is written: a missing file, or one
     written by another version of its stage, fails with one line naming the file and the field.
@@ -192,14 +262,21 @@ def build_bundle(config: BundleConfig, *, params_path: Path, tflite_dir: Path,
     conversion = read_artifact(conversion_path, ConversionMetrics, "convert_tflite")
     dataset = read_artifact(dataset_dir / META_FILE, DatasetMeta, "prepare")
     read_yaml(params_path)  # fails clearly on a broken params file before anything is written
+    styles = list(styles)
+    stylized, exports = read_stylizers(styles, stylizers_dir, stylizer_metrics, export_metrics)
     with atomic_path(out_dir, directory=True) as tmp:
         for path in model_files(tflite_dir):
             shutil.copyfile(path, tmp / path.name)
+        for style in styles:
+            for source, name in stylizer_files(style).items():
+                shutil.copyfile(stylizers_dir / style / source, tmp / name)
         shutil.copyfile(params_path, tmp / "params.yaml")
-        write_artifact(tmp / METRICS, ReleaseMetrics(evaluate=evaluation,
-                                                     convert_tflite=conversion.student))
+        write_artifact(tmp / METRICS, ReleaseMetrics(
+            evaluate=evaluation, convert_tflite=conversion.student,
+            evaluate_stylizers=stylized, export_stylizer=exports or None))
         write_text(tmp / "MODEL_CARD.md", model_card(config, cards[0], evaluation,
-                                                     conversion.student, dataset))
+                                                     conversion.student, dataset)
+                   + "\n".join(_stylizer_section(styles, stylized, exports)))
         write_sums(tmp)
     write_zip(out_dir, zip_path, config.name)
     log.info("release %s: %s and %s", config.name, out_dir, zip_path)

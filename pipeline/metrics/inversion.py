@@ -30,8 +30,7 @@ import torch
 
 from pipeline.artifacts.encoder import encoder_model_file
 from pipeline.config import PositiveInt, StageConfig
-from pipeline.data.dataset import FaceDataset
-from pipeline.errors import DataError
+from pipeline.data.dataset import heldout_images
 from pipeline.images import make_grid, to_pixels
 from pipeline.inversion import InversionWeights, latent_loss, optimize_ws
 from pipeline.metrics import latency
@@ -57,22 +56,6 @@ class EvaluateEncoderConfig(StageConfig):
     warmup: PositiveInt              # LiteRT latency: untimed runs, then timed ones
     runs: PositiveInt
     grid_images: PositiveInt         # held-out rows of input | encoder | optimiser
-
-
-def heldout_images(dataset_dir: str | Path, meta: dict[str, Any],
-                   device: torch.device) -> torch.Tensor:
-    """The held-out real images recorded in an encoder's snapshot meta, from the dataset it was
-    trained on (refused if the dataset changed since)."""
-    dataset = FaceDataset(dataset_dir)
-    if dataset.manifest_sha256 != meta["dataset_sha256"]:
-        raise DataError(f"{dataset_dir}: not the dataset the encoder was trained on (manifest "
-                        f"sha256 {dataset.manifest_sha256[:12]}..., the encoder's "
-                        f"{meta['dataset_sha256'][:12]}...); re-train the encoder")
-    index = {name: i for i, name in enumerate(dataset.files)}
-    missing = [name for name in meta["heldout_files"] if name not in index]
-    if missing:
-        raise DataError(f"{dataset_dir}: held-out image {missing[0]} is missing")
-    return torch.stack([dataset[index[name]] for name in meta["heldout_files"]]).to(device)
 
 
 @torch.no_grad()

@@ -355,11 +355,31 @@ class Discriminator(nn.Module):
         x = self.final_conv(minibatch_stddev(x))
         return self.final_linear(x.flatten(1))
 
+    def features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The activations a frozen discriminator offers as a feature network (JoJoGAN's
+        feature matching): after ``from_rgb`` and after each residual block, finest first,
+        [(N, C_R, R, R), (N, C_R/2, R/2, R/2), ..., (N, C_4, 4, 4)]; per image (before the
+        minibatch standard deviation, which mixes the batch)."""
+        x = self.from_rgb(image)
+        features = [x]
+        for block in self.blocks:
+            x = block(x)
+            features.append(x)
+        return features
+
 
 TEACHER_KIND = "stylegan2-generator"  # snapshot kind of a teacher (trained or imported)
+DISCRIMINATOR_KIND = "stylegan2-discriminator"  # the distillation discriminator (stylizer losses)
 
 
 def load_teacher(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """The teacher's EMA generator, rebuilt from its snapshot alone (no params.yaml)."""
     return rebuild_from_snapshot(path, TEACHER_KIND,
                                  lambda c: Generator(StyleGAN2Config.model_validate(c)), device)
+
+
+def load_discriminator(path: str | Path, device: str | torch.device = "cpu") -> Discriminator:
+    """A trained discriminator (the distillation's), rebuilt from its snapshot alone, frozen."""
+    D = rebuild_from_snapshot(path, DISCRIMINATOR_KIND,
+                              lambda c: Discriminator(StyleGAN2Config.model_validate(c)), device)
+    return D.eval().requires_grad_(False)

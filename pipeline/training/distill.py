@@ -36,11 +36,18 @@ from pipeline.errors import ConfigError
 from pipeline.images import make_grid, to_pixels
 from pipeline.io import sha256_file
 from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGAN, BlazeStyleGANConfig
-from pipeline.models.stylegan2 import Discriminator, Generator, StyleGAN2Config, load_teacher
+from pipeline.models.stylegan2 import (
+    DISCRIMINATOR_KIND,
+    Discriminator,
+    Generator,
+    StyleGAN2Config,
+    load_teacher,
+)
 from pipeline.models.styles import StyleSample, broadcast_ws, sample_styles
 from pipeline.perceptual import perceptual_distance
 from pipeline.seeding import fixed_latents
 from pipeline.similarity import psnr, ssim_per_image
+from pipeline.snapshot import save_snapshot
 from pipeline.training import losses
 from pipeline.training.adversarial import (
     AdversarialConfig,
@@ -244,8 +251,11 @@ def student_step(config: DistillConfig, student: BlazeStyleGAN, D: nn.Module,
 
 
 def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str | Path,
-            paths: RunPaths, device: str = "auto", vgg19_weights: str | Path | None = None) -> dict:
-    """Distill a BlazeStyleGAN student from a teacher snapshot; write the student's EMA snapshot.
+            paths: RunPaths, device: str = "auto", vgg19_weights: str | Path | None = None,
+            discriminator_path: str | Path | None = None) -> dict:
+    """Distill a BlazeStyleGAN student from a teacher snapshot; write the student's EMA snapshot
+    (and, to ``discriminator_path`` when given, the discriminator's: the stylizer's frozen
+    feature network).
 
     Runs alone or as one process of ``torchrun``, like the teacher's training. Resumes from
     ``paths.state`` when it was made with the same config, teacher and dataset.
@@ -311,5 +321,9 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
                meta={"steps": config.steps, "mapping": config.mapping,
                      "perceptual_backbone": config.perceptual,
                      "teacher_sha256": sha256_file(teacher_path), **identity})
+    if discriminator_path is not None and run.dist.is_main:
+        save_snapshot(discriminator_path, DISCRIMINATOR_KIND, D, D.config.to_dict(),
+                      meta={"steps": config.steps, "student_sha256": sha256_file(paths.snapshot),
+                            **identity})
     return {"perceptual_backbone": config.perceptual, "mapping": config.mapping,
             "steps": config.steps, "initial": initial, "final": evaluation}
