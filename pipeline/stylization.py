@@ -11,7 +11,7 @@ face.
 Losses compare the generated image with its style image: pixel L1; a content term and a Gram
 style term on a feature network (a list of activations, finest first); and feature matching on
 the frozen discriminator (JoJoGAN's only loss). The Gram term is summed over every layer given
-(MediaPipe's returns only the last one's).
+(MediaPipe's returns only the last one's), each relative to the style image's own Gram energy.
 """
 
 from __future__ import annotations
@@ -38,11 +38,22 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (c * h * w)
 
 
+def _relative(difference: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """A squared Gram difference relative to the target's own energy (the mean square of its
+    Gram matrix): a number of order one on any feature network, whatever its activation scale."""
+    return difference / (target_gram ** 2).mean().clamp_min(1e-12)
+
+
 def gram_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Style loss: the squared distance between Gram matrices, summed over every layer (mean over
-    the batch and the matrix entries of each layer)."""
-    return sum(((gram_matrix(f) - gram_matrix(t)) ** 2).mean()
-               for f, t in zip(features, targets, strict=True))
+    """Style loss: the squared distance between Gram matrices relative to the target's, summed
+    over every layer (mean over the batch and the matrix entries of each layer). Relative, so
+    that MediaPipe's weight (1, for VGG19's raw Gram matrices) keeps the style term in play on
+    the discriminator's features, whose raw Gram matrices are thousands of times smaller."""
+    total = 0.0
+    for f, t in zip(features, targets, strict=True):
+        target = gram_matrix(t)
+        total = total + _relative(((gram_matrix(f) - target) ** 2).mean(), target)
+    return total
 
 
 def content_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -58,15 +69,17 @@ def feature_matching_loss(features: Sequence[torch.Tensor],
 
 
 def pixel_l1(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The mean absolute pixel difference."""
     return (image.float() - target.float()).abs().mean()
 
 
 def gram_distance(features: Sequence[torch.Tensor],
                   targets: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Evaluation: per image of ``features`` (N images), the summed-over-layers Gram distance to
-    the mean Gram matrix of ``targets`` (the style images, any number); (N,)."""
+    """Evaluation: per image of ``features`` (N images), the Gram distance to the mean Gram matrix
+    of ``targets`` (the style images, any number), relative to that matrix's energy and summed
+    over layers, as in :func:`gram_loss`; (N,)."""
     total = 0.0
     for f, t in zip(features, targets, strict=True):
         reference = gram_matrix(t).mean(dim=0, keepdim=True)          # (1, C, C)
-        total = total + ((gram_matrix(f) - reference) ** 2).mean(dim=(1, 2))
+        total = total + _relative(((gram_matrix(f) - reference) ** 2).mean(dim=(1, 2)), reference)
     return total

@@ -6,7 +6,9 @@ message when it is absent): prepare them at 64 px, train a ``tiny-64`` teacher o
 held out, export it (float32 / float16 TFLite, gated), and evaluate it against the mean face and
 the optimiser on the held-out real faces, with the stages' own library code and the settings of
 params.yaml otherwise. Prints the evaluation as JSON and writes the held-out picture
-(input | encoder | optimiser) to ``--out``. Asserts nothing.
+(input | encoder | optimiser) to ``--out``. Asserts nothing. ``scripts/stylizer_real_faces.py``
+continues from its ``--out`` (the distillation's discriminator is kept for it). Every training
+resumes from its state in ``--out``: a second run with the same settings only re-evaluates.
 
     python scripts/encoder_real_faces.py --out runs/real_faces
 """
@@ -69,6 +71,7 @@ def main(out: Path = typer.Option(..., help="directory for every artifact of the
                                             "steps": distill_steps})
     start = time.perf_counter()
     distill(student, teacher_path=out / "teacher.pt", dataset_dir=data, device=device,
+            discriminator_path=out / "discriminator.pt",
             paths=RunPaths(snapshot=out / "student.pt", state=out / "student_state.pt",
                            samples=out / "student_samples.png"))
     clock["distill"] = time.perf_counter() - start

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
+from pipeline.artifacts.base import write_artifact
 from pipeline.config import load_config, log_config, read_yaml
 from pipeline.errors import ConfigError
 from pipeline.images import save_png
-from pipeline.io import write_json
 from pipeline.metrics.stylizer import EvaluateStylizersConfig, evaluate_stylizers
 from pipeline.stage import stage_app, stage_run
 
@@ -42,7 +42,7 @@ def main(
             config, styles=list(names), encoder_path=encoder, student_path=student,
             discriminator_path=discriminator, dataset_dir=dataset, stylized_dir=stylized,
             styles_dir=styles, stylizers_dir=stylizers, vgg19_weights=vgg19_weights)
-        write_json(metrics, scores)
+        write_artifact(metrics, scores)
         save_png(picture, grid)
 
 

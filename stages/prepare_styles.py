@@ -7,10 +7,10 @@ import typer
 
 from pipeline.config import load_config, log_config
 from pipeline.data.prepare import PrepareConfig, prepare_dataset
+from pipeline.data.styles import StyleConfig
 from pipeline.images import save_png
 from pipeline.io import write_json
 from pipeline.stage import stage_app, stage_run
-from pipeline.training.stylize import StyleConfig
 
 app = stage_app(__doc__)
 

@@ -10,6 +10,7 @@ import yaml
 
 from conftest import ROOT
 from pipeline.data.prepare import PrepareConfig
+from pipeline.data.styles import StyleConfig
 from pipeline.export.bundle import BundleConfig
 from pipeline.export.encoder import ExportEncoderConfig
 from pipeline.export.onnx_export import ExportOnnxConfig
@@ -24,7 +25,7 @@ from pipeline.metrics.stylizer import EvaluateStylizersConfig
 from pipeline.provenance import ENCODER_SECTIONS, MODEL_SECTIONS, stylizer_sections
 from pipeline.training.distill import DistillConfig
 from pipeline.training.encoder import TrainEncoderConfig
-from pipeline.training.stylize import StyleConfig, StylizeConfig
+from pipeline.training.stylize import StylizeConfig
 from pipeline.training.teacher import TrainTeacherConfig
 
 CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,

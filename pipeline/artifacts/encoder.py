@@ -10,26 +10,25 @@ from typing import Literal
 import pydantic
 
 from pipeline.artifacts.base import Artifact, omitted
-from pipeline.artifacts.tflite import PRECISIONS, Precision, Source, check_tolerance_key
+from pipeline.artifacts.tflite import (
+    Precision,
+    Source,
+    card_file,
+    check_tolerance_key,
+    model_file,
+)
 
 ENCODER = "encoder"
 
 
-def onnx_file(directory: str | Path, simplified: bool) -> Path:
-    """The exported (or simplified) encoder ONNX model in ``directory``."""
-    return Path(directory) / f"{ENCODER}{'_simplified' if simplified else ''}.onnx"
-
-
 def encoder_model_file(directory: str | Path, precision: str) -> Path:
     """The encoder's TFLite model at ``precision`` in ``directory``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
-    return Path(directory) / f"{ENCODER}_{precision}.tflite"
+    return model_file(directory, ENCODER, precision)
 
 
 def encoder_card_file(directory: str | Path, precision: str) -> Path:
     """The interface card (JSON) beside :func:`encoder_model_file`."""
-    return encoder_model_file(directory, precision).with_suffix(".json")
+    return card_file(directory, ENCODER, precision)
 
 
 class EncoderCheck(Artifact):

@@ -11,6 +11,7 @@ import pydantic
 
 from pipeline.artifacts.base import Artifact, omitted
 from pipeline.artifacts.evaluation import Evaluation
+from pipeline.artifacts.stylizer import StylizerExport, StylizersEvaluation
 from pipeline.artifacts.tflite import GeneratorConversion, card_file, model_file
 
 GENERATOR = "student"                # the generator released
@@ -40,5 +41,7 @@ class ReleaseMetrics(Artifact):
 
     evaluate: Evaluation
     convert_tflite: GeneratorConversion
-    evaluate_stylizers: dict | None = pydantic.Field(default=None, exclude_if=omitted)
-    export_stylizer: dict[str, dict] | None = pydantic.Field(default=None, exclude_if=omitted)
+    evaluate_stylizers: StylizersEvaluation | None = pydantic.Field(default=None,
+                                                                    exclude_if=omitted)
+    export_stylizer: dict[str, StylizerExport] | None = pydantic.Field(default=None,
+                                                                       exclude_if=omitted)

@@ -18,26 +18,27 @@ import pydantic
 
 from pipeline.artifacts.base import Artifact, omitted
 from pipeline.artifacts.encoder import ImageInput
-from pipeline.artifacts.tflite import PRECISIONS, Precision, Source, check_tolerance_key
+from pipeline.artifacts.tflite import (
+    Precision,
+    Source,
+    card_file,
+    check_tolerance_key,
+    model_file,
+)
 
 STYLIZER = "stylizer"
 MEDIAPIPE_MODEL = "face_stylizer.tflite"
 TASK_BUNDLE = "face_stylizer.task"
 
 
-def stylizer_onnx_file(directory: str | Path, simplified: bool) -> Path:
-    return Path(directory) / f"{STYLIZER}{'_simplified' if simplified else ''}.onnx"
-
-
 def stylizer_model_file(directory: str | Path, precision: str) -> Path:
     """The stylizer's TFLite model at ``precision`` in ``directory``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
-    return Path(directory) / f"{STYLIZER}_{precision}.tflite"
+    return model_file(directory, STYLIZER, precision)
 
 
 def stylizer_card_file(directory: str | Path, precision: str) -> Path:
-    return stylizer_model_file(directory, precision).with_suffix(".json")
+    """The interface card (JSON) beside :func:`stylizer_model_file`."""
+    return card_file(directory, STYLIZER, precision)
 
 
 class StylizerCheck(Artifact):
@@ -109,3 +110,49 @@ class StylizerExport(Artifact):
     float32: StylizerCheck
     float16: StylizerCheck
     bundle: BundleRecord
+
+
+# --- metrics/evaluate_stylizers.json -------------------------------------------------------------
+
+class OutputScores(Artifact):
+    """One set of outputs on the held-out faces (``pipeline.metrics.stylizer.score_outputs``)."""
+
+    gram_distance: float      # to the style images, relative, summed over layers (lower: closer)
+    swd: float                # to the style images, x 1e3, style-set normalization
+    content_wplus: float      # W+ distance to the input on the unmixed layers, / between faces
+
+
+class StylizerTiming(Artifact):
+    """The float16 stylizer on LiteRT, batch 1."""
+
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    std_ms: float
+    runs: int
+    gflops: float
+    peak_share: float
+
+
+class StyleEvaluation(Artifact):
+    """One style: the stylizer, its float16 TFLite model and the unstylized baseline."""
+
+    stylized: OutputScores
+    stylized_float16: OutputScores
+    unstylized: OutputScores
+    gram_distance_vs_unstylized: float   # stylized / unstylized: below 1 is closer to the style
+    swd_vs_unstylized: float
+    style_images: int
+    swap_layers: list[int]
+    alpha: float
+    latency_float16: StylizerTiming
+
+
+class StylizersEvaluation(Artifact):
+    """``metrics/evaluate_stylizers.json``."""
+
+    faces: int
+    feature_network: str
+    sgemm_peak_gflops: float
+    threads: int
+    styles: dict[str, StyleEvaluation]

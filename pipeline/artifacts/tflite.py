@@ -17,7 +17,10 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 def model_file(directory: str | Path, name: str, precision: str) -> Path:
-    """The TFLite model of generator ``name`` at ``precision`` in ``directory``."""
+    """The TFLite model ``name`` (a generator, the encoder, a stylizer) at ``precision`` in
+    ``directory``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     return Path(directory) / f"{name}_{precision}.tflite"
 
 

@@ -16,9 +16,13 @@ stay anti-aliased. Image ``i`` of a style and seed depends only on ``(style, see
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+import pydantic
 from scipy import ndimage
 
+from pipeline.config import PositiveInt, StageConfig
 from pipeline.data.synthetic import render_face, sample_attributes
 from pipeline.seeding import numpy_rng
 
@@ -27,6 +31,14 @@ OVERSAMPLE = 4
 PAPER = np.array([244, 236, 218], dtype=np.float32)
 INK = np.array([28, 30, 58], dtype=np.float32)
 STREAM = {"ink": 101, "cartoon": 102}  # keeps each style's faces apart from the other's
+
+
+class StyleConfig(StageConfig):
+    """One entry of the ``styles`` section of params.yaml: where a style's images come from."""
+
+    source: str                       # procedural:<style>, or a folder / .zip of style images
+    images: PositiveInt               # exemplars drawn for a procedural source
+    seed: Annotated[int, pydantic.Field(ge=0)]  # seed of a procedural source
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

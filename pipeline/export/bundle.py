@@ -7,7 +7,6 @@ Its consumer's check is ``pipeline.export.verify_bundle``.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import zipfile
@@ -27,6 +26,7 @@ from pipeline.artifacts.release import (
     model_files,
     stylizer_files,
 )
+from pipeline.artifacts.stylizer import StylizerExport, StylizersEvaluation
 from pipeline.artifacts.tflite import (
     ConversionMetrics,
     GeneratorConversion,
@@ -37,8 +37,8 @@ from pipeline.artifacts.tflite import (
 )
 from pipeline.config import StageConfig, read_yaml
 from pipeline.data.layout import META_FILE, DatasetMeta
-from pipeline.errors import DataError, FileError, PipelineError
-from pipeline.io import atomic_path, describe_os_error, sha256_file, write_text
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ def model_card(config: BundleConfig, card: TfliteCard, evaluation: Evaluation,
     ])
 
 
-def _stylizer_section(styles: list[str], evaluation: dict, exports: dict[str, dict]) -> list[str]:
+def _stylizer_section(styles: list[str], evaluation: StylizersEvaluation | None,
+                      exports: dict[str, StylizerExport]) -> list[str]:
     """The model card's face stylizers: files, what they do, their scores and bundles."""
     if not styles:
         return []
@@ -174,20 +175,27 @@ def _stylizer_section(styles: list[str], evaluation: dict, exports: dict[str, di
              "the stylized face (same shape and range). `stylizer_<style>_float16.tflite` runs on "
              "LiteRT; `face_stylizer_<style>.task` is the MediaPipe Tasks bundle (face detection, "
              "alignment and the float32 stylizer) for MediaPipe's FaceStylizer.", "",
-             f"Scored on {evaluation['faces']} held-out faces against the unstylized "
+             f"Scored on {evaluation.faces} held-out faces against the unstylized "
              "reconstructions (the encoder and the base student): style distances to the style "
              "images (lower is closer), content as the encoder's W+ distance on the layers the "
              "fine-tune did not mix, relative to two different faces (0: the same code, 1: "
              "another person).", "",
              "| style | Gram distance (unstylized) | SWD (unstylized) | content (unstylized) | "
              "float16 LiteRT p50 | face models |", "| --- | --- | --- | --- | --- | --- |"]
+    stand_in = False
     for style in styles:
-        scores, bundle = evaluation["styles"][style], exports[style]["bundle"]
-        sty, base = scores["stylized"], scores["unstylized"]
-        lines.append(f"| {style} | {sty['gram_distance']:.3g} ({base['gram_distance']:.3g}) | "
-                     f"{sty['swd']:.0f} ({base['swd']:.0f}) | {sty['content_wplus']:.2f} "
-                     f"({base['content_wplus']:.2f}) | "
-                     f"{scores['latency_float16']['p50_ms']:.2f} ms | {bundle['face_models']} |")
+        scores, faces = evaluation.styles[style], exports[style].bundle.face_models
+        sty, base = scores.stylized, scores.unstylized
+        stand_in = stand_in or faces.startswith("test stand-in")
+        lines.append(f"| {style} | {sty.gram_distance:.3g} ({base.gram_distance:.3g}) | "
+                     f"{sty.swd:.0f} ({base.swd:.0f}) | {sty.content_wplus:.2f} "
+                     f"({base.content_wplus:.2f}) | {scores.latency_float16.p50_ms:.2f} ms | "
+                     f"{faces} |")
+    if stand_in:
+        lines += ["", "**The `.task` bundles hold TEST STAND-IN face models** (the mediapipe "
+                  "wheel's 468-landmark mesh model padded to 478 landmarks, not MediaPipe's v2 "
+                  "face landmarker): for tests only, not for release. Name an official "
+                  "`face_landmarker.task` in `face_models.landmarker_task` to build real ones."]
     return [*lines, ""]
 
 
@@ -205,22 +213,9 @@ def write_zip(root: Path, path: Path, folder: str) -> None:
             archive.writestr(info, file.read_bytes())
 
 
-def read_json(path: Path, stage: str) -> dict:
-    """A metrics JSON of ``stage``; a missing or broken file is one line naming it."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise FileError(f"{describe_os_error(e, path)}; run {stage}") from None
-    except ValueError as e:
-        raise DataError(f"{path}: not JSON ({e}); run {stage}") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{path}: not a JSON object; run {stage}")
-    return value
-
-
 def read_stylizers(styles: list[str], stylizers_dir: Path | None,
                    stylizer_metrics: Path | None, export_metrics: Path | None
-                   ) -> tuple[dict | None, dict[str, dict]]:
+                   ) -> tuple[StylizersEvaluation | None, dict[str, StylizerExport]]:
     """The stylizers' evaluation and each style's export metrics; their files must exist."""
     if not styles:
         return None, {}
@@ -232,13 +227,13 @@ def read_stylizers(styles: list[str], stylizers_dir: Path | None,
             if not (stylizers_dir / style / name).is_file():
                 raise PipelineError(f"{stylizers_dir / style / name}: missing; run "
                                     f"export_stylizer@{style}")
-    evaluation = read_json(stylizer_metrics, "evaluate_stylizers")
-    missing = [s for s in styles if s not in evaluation.get("styles", {})]
+    evaluation = read_artifact(stylizer_metrics, StylizersEvaluation, "evaluate_stylizers")
+    missing = [s for s in styles if s not in evaluation.styles]
     if missing:
         raise PipelineError(f"{stylizer_metrics}: no scores of style {missing[0]}; run "
                             "evaluate_stylizers")
-    return evaluation, {s: read_json(export_metrics / f"{s}.json", f"export_stylizer@{s}")
-                        for s in styles}
+    return evaluation, {s: read_artifact(export_metrics / f"{s}.json", StylizerExport,
+                                         f"export_stylizer@{s}") for s in styles}
 
 
 def build_bundle(config: BundleConfig, *, params_path: Path, tflite_dir: Path,

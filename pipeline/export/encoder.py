@@ -15,8 +15,6 @@ output (1, num_ws, w_dim) keeps its shape. Both are checked, and the card record
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,8 +22,8 @@ import numpy as np
 import pydantic
 import torch
 
-from pipeline.artifacts.base import write_artifact
 from pipeline.artifacts.encoder import (
+    ENCODER,
     EncoderCard,
     EncoderCheck,
     EncoderConversion,
@@ -33,15 +31,10 @@ from pipeline.artifacts.encoder import (
     GeneratorRecord,
     ImageInput,
     WPlusOutput,
-    encoder_card_file,
-    encoder_model_file,
-    onnx_file,
 )
-from pipeline.artifacts.tflite import PRECISIONS, TOLERANCE_KEYS, Source
+from pipeline.artifacts.tflite import TOLERANCE_KEYS, Source
 from pipeline.config import PositiveInt, StageConfig
-from pipeline.export.onnx_export import export_onnx
-from pipeline.export.onnx_simplify import simplify_onnx
-from pipeline.export.tflite import onnx_to_tflite
+from pipeline.export.chain import export_chain
 from pipeline.io import atomic_path, sha256_file
 from pipeline.models.blazestylegan import BlazeStyleGAN
 from pipeline.models.encoder import Encoder, load_encoder_and_generator
@@ -49,7 +42,6 @@ from pipeline.runtimes import (
     ConversionMismatch,
     max_abs_error,
     psnr_db,
-    run_onnx,
     run_tflite,
     tensor_interface,
 )
@@ -168,25 +160,17 @@ def export_encoder(config: ExportEncoderConfig, *, encoder_path: str | Path,
     with torch.no_grad():
         expected_ws = encoder(images).numpy()
     with atomic_path(out_dir, directory=True) as tmp:
-        onnx_path, simplified = onnx_file(tmp, False), onnx_file(tmp, True)
-        onnx_metrics = export_onnx(encoder, onnx_path, config.opset, 1, images,
-                                   config.onnx_max_abs_error, input_name=INPUT_NAME,
-                                   output_name=OUTPUT_NAME)
-        simplified_metrics = simplify_onnx(onnx_path, simplified, images,
-                                           config.simplified_max_abs_error)
-        onnx_ws = run_onnx(simplified, images.numpy())
-        with tempfile.TemporaryDirectory(prefix="export_encoder-") as scratch:
-            paths = onnx_to_tflite(simplified, scratch)
-            checks = {precision: check_encoder_tflite(paths[precision], student, images,
-                                                      expected_ws, onnx_ws, config.threads)
-                      for precision in PRECISIONS}
-            gate(checks, config)
-            for precision in PRECISIONS:
-                target = encoder_model_file(tmp, precision)
-                shutil.copyfile(paths[precision], target)
-                write_artifact(encoder_card_file(tmp, precision), encoder_card(
-                    target, precision, encoder, record, checks[precision], len(images), config,
-                    simplified, provenance))
+        onnx_metrics, simplified_metrics, checks = export_chain(
+            encoder, images, tmp, stem=ENCODER, opset=config.opset,
+            onnx_max_abs_error=config.onnx_max_abs_error,
+            simplified_max_abs_error=config.simplified_max_abs_error, input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            check=lambda path, onnx_ws: check_encoder_tflite(path, student, images, expected_ws,
+                                                             onnx_ws, config.threads),
+            gate=lambda checks: gate(checks, config),
+            card=lambda target, precision, check, simplified: encoder_card(
+                target, precision, encoder, record, check, len(images), config, simplified,
+                provenance))
     log.info("encoder: float32 W+ max abs error %.3g, float16 reconstruction PSNR %.1f dB (worst "
              "image) vs PyTorch", checks["float32"].max_abs_error_ws_vs_pytorch,
              checks["float16"].psnr_db_image_vs_pytorch_min)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,10 +23,10 @@ import numpy as np
 import pydantic
 import torch
 
-from pipeline.artifacts.base import write_artifact
 from pipeline.artifacts.encoder import ImageInput
 from pipeline.artifacts.stylizer import (
     MEDIAPIPE_MODEL,
+    STYLIZER,
     TASK_BUNDLE,
     BundleRecord,
     ImageOutput,
@@ -36,13 +34,12 @@ from pipeline.artifacts.stylizer import (
     StylizerCheck,
     StylizerExport,
     StylizerVerified,
-    stylizer_card_file,
     stylizer_model_file,
-    stylizer_onnx_file,
 )
-from pipeline.artifacts.tflite import PRECISIONS, TOLERANCE_KEYS, Source
+from pipeline.artifacts.tflite import TOLERANCE_KEYS, Source
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import DataError, FileError
+from pipeline.export.chain import export_chain
 from pipeline.export.encoder import check_images
 from pipeline.export.mediapipe import (
     FaceModels,
@@ -50,9 +47,6 @@ from pipeline.export.mediapipe import (
     with_stylizer_metadata,
     write_task_bundle,
 )
-from pipeline.export.onnx_export import export_onnx
-from pipeline.export.onnx_simplify import simplify_onnx
-from pipeline.export.tflite import onnx_to_tflite
 from pipeline.io import atomic_path, describe_os_error, sha256_bytes, sha256_file, write_json
 from pipeline.models.encoder import load_encoder_and_generator
 from pipeline.models.stylizer import Stylizer, load_stylized, stylized_meta
@@ -60,7 +54,6 @@ from pipeline.runtimes import (
     ConversionMismatch,
     max_abs_error,
     psnr_db,
-    run_onnx,
     run_tflite,
     tensor_interface,
 )
@@ -118,6 +111,7 @@ def check_stylizer_tflite(path: Path, images: torch.Tensor, expected: np.ndarray
 
 
 def gate(checks: dict[str, StylizerCheck], config: ExportStylizerConfig, style: str) -> None:
+    """float32: max abs error vs PyTorch; float16: PSNR vs PyTorch on the worst image."""
     error = checks["float32"].max_abs_error_vs_pytorch
     if not error <= config.max_abs_error:  # also catches NaN
         raise ConversionMismatch(f"stylizer {style} float32 TFLite: max abs error vs PyTorch "
@@ -134,6 +128,7 @@ def stylizer_card(path: Path, precision: str, style: str, resolution: int,
                   built_from: dict[str, dict[str, str]], check: StylizerCheck, images: int,
                   config: ExportStylizerConfig, onnx_path: Path,
                   provenance: dict[str, Any]) -> StylizerCard:
+    """The interface card of one exported stylizer."""
     tensors = tensor_interface(path)
     tolerance = config.max_abs_error if precision == "float32" else config.min_psnr_db
     return StylizerCard(
@@ -194,25 +189,17 @@ def export_stylizer(config: ExportStylizerConfig, *, style: str, encoder_path: s
     built_from = {"encoder": meta["encoder"], "stylized_generator": {
         "file": Path(stylized_path).name, "sha256": sha256_file(stylized_path)}}
     with atomic_path(out_dir, directory=True) as tmp:
-        onnx_path, simplified = stylizer_onnx_file(tmp, False), stylizer_onnx_file(tmp, True)
-        onnx_metrics = export_onnx(stylizer, onnx_path, config.opset, 1, images,
-                                   config.onnx_max_abs_error, input_name=INPUT_NAME,
-                                   output_name=OUTPUT_NAME)
-        simplified_metrics = simplify_onnx(onnx_path, simplified, images,
-                                           config.simplified_max_abs_error)
-        onnx_output = run_onnx(simplified, images.numpy())
-        with tempfile.TemporaryDirectory(prefix="export_stylizer-") as scratch:
-            paths = onnx_to_tflite(simplified, scratch)
-            checks = {precision: check_stylizer_tflite(paths[precision], images, expected,
-                                                       onnx_output, config.threads)
-                      for precision in PRECISIONS}
-            gate(checks, config, style)
-            for precision in PRECISIONS:
-                target = stylizer_model_file(tmp, precision)
-                shutil.copyfile(paths[precision], target)
-                write_artifact(stylizer_card_file(tmp, precision), stylizer_card(
-                    target, precision, style, stylizer.config.resolution, built_from,
-                    checks[precision], len(images), config, simplified, provenance))
+        onnx_metrics, simplified_metrics, checks = export_chain(
+            stylizer, images, tmp, stem=STYLIZER, opset=config.opset,
+            onnx_max_abs_error=config.onnx_max_abs_error,
+            simplified_max_abs_error=config.simplified_max_abs_error, input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+            check=lambda path, onnx_output: check_stylizer_tflite(path, images, expected,
+                                                                  onnx_output, config.threads),
+            gate=lambda checks: gate(checks, config, style),
+            card=lambda target, precision, check, simplified: stylizer_card(
+                target, precision, style, stylizer.config.resolution, built_from, check,
+                len(images), config, simplified, provenance))
         bundle = mediapipe_bundle(tmp, stylizer_model_file(tmp, "float32"), faces, images,
                                   style, config, config.threads)
     log.info("stylizer %s: float32 max abs error %.3g, float16 PSNR %.1f dB (worst image) vs "

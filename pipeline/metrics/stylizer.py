@@ -29,11 +29,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.artifacts.stylizer import stylizer_model_file
+from pipeline.artifacts.base import read_artifact
+from pipeline.artifacts.stylizer import (
+    StylizerCard,
+    StylizersEvaluation,
+    stylizer_card_file,
+    stylizer_model_file,
+)
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.data.dataset import FaceDataset, heldout_images
 from pipeline.errors import DataError
 from pipeline.images import make_grid, to_pixels
+from pipeline.io import sha256_file
 from pipeline.metrics import latency, swd
 from pipeline.models.complexity import count_flops
 from pipeline.models.encoder import Encoder, load_encoder_and_generator
@@ -118,6 +125,7 @@ def score_outputs(outputs: torch.Tensor, faces: torch.Tensor, style_images: torc
 
 def stylizer_latency(tflite: Path, stylizer: Stylizer, config: EvaluateStylizersConfig,
                      peak: float) -> dict[str, float]:
+    """LiteRT latency of one TFLite stylizer, its GFLOPs and share of the sgemm ``peak``."""
     resolution = stylizer.config.resolution
     image = torch.zeros(1, 3, resolution, resolution)
     flops = count_flops(lambda: stylizer(image))
@@ -127,19 +135,38 @@ def stylizer_latency(tflite: Path, stylizer: Stylizer, config: EvaluateStylizers
             "peak_share": flops / (timing["p50_ms"] / 1e3) / 1e9 / peak}
 
 
+def check_built_from(stylized_path: Path, tflite_dir: Path) -> None:
+    """Refuse a TFLite stylizer exported from another stylized generator than ``stylized_path``
+    (its card records the one it was built from)."""
+    card_path = stylizer_card_file(tflite_dir, "float16")
+    card = read_artifact(card_path, StylizerCard, "export_stylizer")
+    recorded, digest = card.built_from["stylized_generator"]["sha256"], sha256_file(stylized_path)
+    if recorded != digest:
+        raise DataError(f"{card_path} was exported from another stylized generator "
+                        f"({recorded[:12]}...) than {stylized_path} ({digest[:12]}...); re-run "
+                        "export_stylizer")
+
+
 def style_images_of(styles_dir: Path) -> torch.Tensor:
+    """Every image of a prepared style dataset, (S, 3, R, R) in [-1, 1]."""
     styles = FaceDataset(styles_dir)
     return torch.stack([styles[i] for i in range(len(styles))])
 
 
 def evaluate_style(style: str, *, encoder: Encoder, base_stylizer: Stylizer, faces: torch.Tensor,
-                   stylized_path: Path, styles_dir: Path, tflite_dir: Path,
+                   encoder_path: Path, student_path: Path, stylized_path: Path,
+                   styles_dir: Path, tflite_dir: Path,
                    features: torch.nn.Module, config: EvaluateStylizersConfig,
                    peak: float) -> tuple[dict[str, Any], torch.Tensor]:
     """One style's scores (stylized, float16 TFLite, unstylized baseline) and its PyTorch
     outputs (N, 3, R, R) in [-1, 1]."""
     meta = stylized_meta(stylized_path)
+    for key, path in (("encoder", encoder_path), ("student", student_path)):
+        if meta[key]["sha256"] != sha256_file(path):
+            raise DataError(f"{stylized_path} was fine-tuned with the {key} {meta[key]['file']}, "
+                            f"not with {path}: re-run stylize@{style}")
     stylizer = Stylizer(encoder, load_stylized(stylized_path)).eval()
+    check_built_from(stylized_path, tflite_dir)
     keep = [k for k in range(encoder.config.num_ws) if k not in meta["swap_layers"]]
     style_images = style_images_of(styles_dir)
     inputs = (faces + 1) / 2
@@ -176,7 +203,8 @@ def evaluate_stylizers(config: EvaluateStylizersConfig, *, styles: list[str],
                        discriminator_path: str | Path, dataset_dir: str | Path,
                        stylized_dir: str | Path, styles_dir: str | Path,
                        stylizers_dir: str | Path,
-                       vgg19_weights: str | Path | None = None) -> tuple[dict, np.ndarray]:
+                       vgg19_weights: str | Path | None = None
+                       ) -> tuple[StylizersEvaluation, np.ndarray]:
     """Score every style's stylizer (``stylized_dir/<style>.pt``, ``styles_dir/<style>``,
     ``stylizers_dir/<style>``) on held-out faces; returns (metrics, the picture)."""
     torch.set_num_threads(config.threads)
@@ -193,6 +221,7 @@ def evaluate_stylizers(config: EvaluateStylizersConfig, *, styles: list[str],
     for style in styles:
         scores, outputs = evaluate_style(
             style, encoder=encoder, base_stylizer=base_stylizer, faces=faces,
+            encoder_path=Path(encoder_path), student_path=Path(student_path),
             stylized_path=Path(stylized_dir) / f"{style}.pt",
             styles_dir=Path(styles_dir) / style, tflite_dir=Path(stylizers_dir) / style,
             features=features, config=config, peak=peak)
@@ -203,4 +232,5 @@ def evaluate_stylizers(config: EvaluateStylizersConfig, *, styles: list[str],
                  "%.2f", style, scores["stylized"]["gram_distance"],
                  scores["unstylized"]["gram_distance"], scores["stylized"]["swd"],
                  scores["unstylized"]["swd"], scores["stylized"]["content_wplus"])
-    return metrics, blog_picture(faces, tops, stylized, config.grid_faces)
+    return (StylizersEvaluation.model_validate(metrics),
+            blog_picture(faces, tops, stylized, config.grid_faces))

@@ -68,11 +68,12 @@ class Stylizer(nn.Module):
 
     def __init__(self, encoder: Encoder, student: BlazeStyleGAN):
         super().__init__()
-        if (encoder.config.num_ws, encoder.config.w_dim) != (student.num_ws,
-                                                             student.config.w_dim):
-            raise PipelineError(f"the encoder gives {encoder.config.num_ws} ws of "
-                                f"{encoder.config.w_dim}, the generator takes {student.num_ws} "
-                                f"of {student.config.w_dim}")
+        ours = (encoder.config.resolution, encoder.config.num_ws, encoder.config.w_dim)
+        theirs = (student.config.resolution, student.num_ws, student.config.w_dim)
+        if ours != theirs:
+            raise PipelineError(f"the encoder takes {ours[0]} px images and gives {ours[1]} ws "
+                                f"of {ours[2]}; the generator makes {theirs[0]} px from "
+                                f"{theirs[1]} ws of {theirs[2]}")
         self.config = student.config
         self.encoder = encoder
         self.const = student.synthesis.const

@@ -26,7 +26,7 @@ import numpy as np
 import pydantic
 import torch
 
-from pipeline.config import NonNegativeFloat, PositiveInt, StageConfig
+from pipeline.config import NonNegativeFloat, PositiveInt
 from pipeline.data.dataset import FaceDataset, heldout_images
 from pipeline.errors import ConfigError, DataError
 from pipeline.images import make_grid, to_pixels
@@ -40,6 +40,7 @@ from pipeline.models.stylizer import (
     feature_network,
     stylized_record,
 )
+from pipeline.seeding import fixed_latents
 from pipeline.stylization import (
     content_loss,
     feature_matching_loss,
@@ -52,14 +53,6 @@ from pipeline.training.runtime import local_main_first, module_digest, optimizer
 
 STATE_KIND = "stylize-state"
 Fraction = Annotated[float, pydantic.Field(ge=0, le=1)]
-
-
-class StyleConfig(StageConfig):
-    """One entry of the ``styles`` section: where a style's images come from."""
-
-    source: str                       # procedural:<style>, or a folder / .zip of style images
-    images: PositiveInt               # exemplars drawn for a procedural source
-    seed: Annotated[int, pydantic.Field(ge=0)]  # seed of a procedural source
 
 
 class StylizeConfig(TrainingConfig):
@@ -84,6 +77,7 @@ class StylizeConfig(TrainingConfig):
 
 
 def check_swap_layers(config: StylizeConfig, num_ws: int) -> None:
+    """Fail, naming the key, unless the swap layers are distinct style inputs of the generator."""
     layers = config.swap_layers
     if any(not 0 <= k < num_ws for k in layers) or len(set(layers)) != len(layers):
         raise ConfigError(f"stylize.swap_layers {layers}: distinct style inputs of the generator "
@@ -159,7 +153,8 @@ def stylize(config: StylizeConfig, *, style: str, styles_dir: str | Path,
 
     Returns:
         ``{"style", "style_images", "steps", "initial": {...}, "final": {...}}``: the loss terms
-        of the fixed style batch before and after fine-tuning.
+        before and after fine-tuning on fixed draws (every style image, its code mixed with a
+        fixed random w at the swap layers: the objective itself).
     """
     run = TrainingRun(config, paths, device, STATE_KIND)
     encoder, base, encoder_meta = load_encoder_and_generator(encoder_path, student_path)
@@ -169,10 +164,13 @@ def stylize(config: StylizeConfig, *, style: str, styles_dir: str | Path,
     style_images = style_images.to(run.device)
     with torch.no_grad():
         w_style = encoder(style_images)                        # (S, num_ws, w_dim)
-    with local_main_first(run.dist):
-        features = feature_network(config.feature_network, discriminator_path, vgg19_weights,
-                                   config.allow_download)
     discriminator = DiscriminatorFeatures(load_discriminator(discriminator_path))
+    if config.feature_network == "discriminator":  # the same frozen network: loaded once
+        features = discriminator
+    else:
+        with local_main_first(run.dist):
+            features = feature_network(config.feature_network, discriminator_path,
+                                       vgg19_weights, config.allow_download)
     losses = StylizeLosses(config, features, discriminator).to(run.device)
 
     student = copy.deepcopy(base).train()
@@ -180,15 +178,22 @@ def stylize(config: StylizeConfig, *, style: str, styles_dir: str | Path,
     student.synthesis.requires_grad_(True)
     opt = torch.optim.Adam(student.synthesis.parameters(), lr=config.lr, betas=tuple(config.betas))
     identity = {"student": module_digest(base), "encoder": module_digest(encoder),
-                "discriminator": module_digest(discriminator), "styles_sha256": styles_sha}
+                "discriminator": module_digest(discriminator),
+                "feature_network": module_digest(features), "styles_sha256": styles_sha}
     faces = heldout_images(dataset_dir, encoder_meta, run.device)[:config.probe_faces]
     probe = StylizeProbe(encoder, base, style_images, faces)
     state = run.resume(identity, {"student": student, "opt": opt},
                        progress_keys=("loss/total", "loss/style", "images_per_second"))
 
+    # The objective on fixed draws: every style image, its code mixed with a fixed random w.
+    z = fixed_latents(config.seed, len(style_images), base.config.z_dim, "stylize")
+    with torch.no_grad():
+        probe_latents = stylization_latents(w_style, base.mapping(z.to(run.device)),
+                                            config.swap_layers, config.alpha)
+
     def style_batch_loss(model: BlazeStyleGAN) -> dict[str, float]:
         with torch.no_grad():
-            terms = losses(model.synthesis.final_image(w_style), style_images)
+            terms = losses(model.synthesis.final_image(probe_latents), style_images)
         return {name: float(value) for name, value in terms.items()}
 
     initial = state["initial"] if state is not None else style_batch_loss(student)
