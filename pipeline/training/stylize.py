@@ -134,6 +134,19 @@ class StylizeProbe:
         return make_grid(to_pixels(torch.cat(padded).clamp(-1, 1)), columns=columns)
 
 
+def build_losses(config: StylizeConfig, discriminator_path: str | Path,
+                 vgg19_weights: str | Path | None, run: TrainingRun) -> StylizeLosses:
+    """The loss terms with their frozen networks, on the run's device."""
+    discriminator = DiscriminatorFeatures(load_discriminator(discriminator_path))
+    if config.feature_network == "discriminator":  # the same frozen network: loaded once
+        features = discriminator
+    else:
+        with local_main_first(run.dist):
+            features = feature_network(config.feature_network, discriminator_path,
+                                       vgg19_weights, config.allow_download)
+    return StylizeLosses(config, features, discriminator).to(run.device)
+
+
 def load_style_images(styles_dir: str | Path, resolution: int) -> tuple[torch.Tensor, str]:
     """Every image of a prepared style dataset, (S, 3, R, R) in [-1, 1], and its manifest hash."""
     styles = FaceDataset(styles_dir)
@@ -164,22 +177,15 @@ def stylize(config: StylizeConfig, *, style: str, styles_dir: str | Path,
     style_images = style_images.to(run.device)
     with torch.no_grad():
         w_style = encoder(style_images)                        # (S, num_ws, w_dim)
-    discriminator = DiscriminatorFeatures(load_discriminator(discriminator_path))
-    if config.feature_network == "discriminator":  # the same frozen network: loaded once
-        features = discriminator
-    else:
-        with local_main_first(run.dist):
-            features = feature_network(config.feature_network, discriminator_path,
-                                       vgg19_weights, config.allow_download)
-    losses = StylizeLosses(config, features, discriminator).to(run.device)
+    losses = build_losses(config, discriminator_path, vgg19_weights, run)
 
     student = copy.deepcopy(base).train()
     student.mapping.requires_grad_(False)
     student.synthesis.requires_grad_(True)
     opt = torch.optim.Adam(student.synthesis.parameters(), lr=config.lr, betas=tuple(config.betas))
     identity = {"student": module_digest(base), "encoder": module_digest(encoder),
-                "discriminator": module_digest(discriminator),
-                "feature_network": module_digest(features), "styles_sha256": styles_sha}
+                "discriminator": module_digest(losses.discriminator),
+                "feature_network": module_digest(losses.features), "styles_sha256": styles_sha}
     faces = heldout_images(dataset_dir, encoder_meta, run.device)[:config.probe_faces]
     probe = StylizeProbe(encoder, base, style_images, faces)
     state = run.resume(identity, {"student": student, "opt": opt},
