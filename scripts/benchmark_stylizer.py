@@ -97,11 +97,9 @@ def main(encoder: str = typer.Option("encoder-256", help=f"one of {', '.join(ENC
         for precision, path in paths.items():
             output = run_tflite(path, np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy()),
                                 threads)
-            timings = [latency.time_runs(latency.litert_runner(path, threads), warmup, runs)
-                       for _ in range(rounds)]
-            best = min(timings, key=lambda t: t["p50_ms"])
+            best = latency.litert_timing(path, threads, warmup, runs, flops, peak, rounds)
             result[precision] = {"p50_ms": best["p50_ms"], "mean_ms": best["mean_ms"],
-                                 "peak_share": flops / (best["p50_ms"] / 1e3) / 1e9 / peak,
+                                 "peak_share": best["peak_share"],
                                  "max_abs_error_vs_pytorch": max_abs_error(output, expected),
                                  "bytes": path.stat().st_size}
         if venv.is_dir() and photo.is_file():

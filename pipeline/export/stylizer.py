@@ -48,8 +48,9 @@ from pipeline.export.mediapipe import (
     write_task_bundle,
 )
 from pipeline.io import atomic_path, describe_os_error, sha256_bytes, sha256_file, write_json
+from pipeline.models.blazestylegan import BlazeStyleGAN
 from pipeline.models.encoder import load_encoder_and_generator
-from pipeline.models.stylizer import Stylizer, load_stylized, stylized_meta
+from pipeline.models.stylizer import Stylizer, load_stylized, stylized_meta, stylized_mismatch
 from pipeline.runtimes import (
     ConversionMismatch,
     max_abs_error,
@@ -77,17 +78,24 @@ class ExportStylizerConfig(StageConfig):
     version: str                      # written into the MediaPipe metadata
 
 
-def build_stylizer(encoder_path: str | Path, student_path: str | Path,
-                   stylized_path: str | Path) -> tuple[Stylizer, dict[str, Any]]:
-    """The stylizer of the encoder and a stylized student, and the stylized snapshot's meta;
-    refused when the stylized student was fine-tuned with another encoder or base student."""
+def load_parts(encoder_path: str | Path, student_path: str | Path,
+               stylized_path: str | Path) -> tuple[Stylizer, BlazeStyleGAN, dict[str, Any]]:
+    """(the stylizer of the encoder and a stylized student, the base student, the stylized
+    snapshot's meta); refused when the stylized student was fine-tuned with another encoder or
+    base student."""
     encoder, base, _ = load_encoder_and_generator(encoder_path, student_path)
     meta = stylized_meta(stylized_path)
-    for key, path in (("encoder", encoder_path), ("student", student_path)):
-        if meta[key]["sha256"] != sha256_file(path):
-            raise ConversionMismatch(f"{stylized_path} was fine-tuned with the {key} "
-                                     f"{meta[key]['file']}, not with {path}: re-run stylize")
-    return Stylizer(encoder, load_stylized(stylized_path)).eval(), meta
+    mismatch = stylized_mismatch(meta, stylized_path, encoder_path, student_path)
+    if mismatch:
+        raise ConversionMismatch(mismatch)
+    return Stylizer(encoder, load_stylized(stylized_path)).eval(), base, meta
+
+
+def build_stylizer(encoder_path: str | Path, student_path: str | Path,
+                   stylized_path: str | Path) -> tuple[Stylizer, dict[str, Any]]:
+    """The stylizer and the stylized snapshot's meta (:func:`load_parts`)."""
+    stylizer, _, meta = load_parts(encoder_path, student_path, stylized_path)
+    return stylizer, meta
 
 
 def check_stylizer_tflite(path: Path, images: torch.Tensor, expected: np.ndarray,
@@ -181,8 +189,7 @@ def export_stylizer(config: ExportStylizerConfig, *, style: str, encoder_path: s
     """Export the stylizer of ``style`` into the directory ``out_dir`` (ONNX, simplified ONNX,
     float32 and float16 TFLite with their cards, the MediaPipe model and bundle), each step
     checked. ``out_dir`` is replaced whole, and only when every check passes."""
-    stylizer, meta = build_stylizer(encoder_path, student_path, stylized_path)
-    _, base, _ = load_encoder_and_generator(encoder_path, student_path)
+    stylizer, base, meta = load_parts(encoder_path, student_path, stylized_path)
     images = (check_images(base, config.check_images, config.seed) + 1) / 2    # [0, 1]
     with torch.no_grad():
         expected = stylizer(images).numpy()

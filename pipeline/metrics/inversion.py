@@ -130,10 +130,8 @@ def litert_latency(tflite_dir: Path, encoder: Encoder, config: EvaluateEncoderCo
     result: dict[str, Any] = {"gflops": flops / 1e9, "sgemm_peak_gflops": peak,
                               "threads": config.threads}
     for precision in ("float32", "float16"):
-        timing = latency.time_runs(
-            latency.litert_runner(encoder_model_file(tflite_dir, precision), config.threads),
-            config.warmup, config.runs)
-        timing["peak_share"] = flops / (timing["p50_ms"] / 1e3) / 1e9 / peak
+        timing = latency.litert_timing(encoder_model_file(tflite_dir, precision), config.threads,
+                                       config.warmup, config.runs, flops, peak)
         result[f"litert_{precision}"] = timing
     return result
 

@@ -42,6 +42,16 @@ def litert_runner(path: str | Path, threads: int) -> Callable[[], None]:
     return interpreter.invoke
 
 
+def litert_timing(path: str | Path, threads: int, warmup: int, runs: int, flops: float,
+                  peak_gflops: float, rounds: int = 1) -> dict[str, float]:
+    """:func:`time_runs` of a TFLite model on LiteRT, the round of lowest p50 of ``rounds``, with
+    ``peak_share``: ``flops`` per run (2 x MACs) at that p50, as a fraction of the sgemm peak."""
+    runner = litert_runner(path, threads)
+    timing = min((time_runs(runner, warmup, runs) for _ in range(rounds)),
+                 key=lambda t: t["p50_ms"])
+    return {**timing, "peak_share": flops / (timing["p50_ms"] / 1e3) / 1e9 / peak_gflops}
+
+
 def onnxruntime_runner(path: str | Path, threads: int) -> Callable[[], None]:
     """One inference of a one-input ONNX model on ONNX Runtime's CPU provider."""
     session = onnx_session(path, threads)

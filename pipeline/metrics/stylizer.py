@@ -50,6 +50,7 @@ from pipeline.models.stylizer import (
     feature_network,
     load_stylized,
     stylized_meta,
+    stylized_mismatch,
 )
 from pipeline.runtimes import run_tflite
 from pipeline.stylization import gram_distance
@@ -129,10 +130,8 @@ def stylizer_latency(tflite: Path, stylizer: Stylizer, config: EvaluateStylizers
     resolution = stylizer.config.resolution
     image = torch.zeros(1, 3, resolution, resolution)
     flops = count_flops(lambda: stylizer(image))
-    timing = latency.time_runs(latency.litert_runner(tflite, config.threads), config.warmup,
-                               config.runs)
-    return {**timing, "gflops": flops / 1e9,
-            "peak_share": flops / (timing["p50_ms"] / 1e3) / 1e9 / peak}
+    return {**latency.litert_timing(tflite, config.threads, config.warmup, config.runs, flops,
+                                    peak), "gflops": flops / 1e9}
 
 
 def check_built_from(stylized_path: Path, tflite_dir: Path) -> None:
@@ -155,20 +154,18 @@ def style_images_of(styles_dir: Path) -> torch.Tensor:
 
 def evaluate_style(style: str, *, encoder: Encoder, base_stylizer: Stylizer, faces: torch.Tensor,
                    encoder_path: Path, student_path: Path, stylized_path: Path,
-                   styles_dir: Path, tflite_dir: Path,
+                   style_images: torch.Tensor, tflite_dir: Path,
                    features: torch.nn.Module, config: EvaluateStylizersConfig,
                    peak: float) -> tuple[dict[str, Any], torch.Tensor]:
     """One style's scores (stylized, float16 TFLite, unstylized baseline) and its PyTorch
     outputs (N, 3, R, R) in [-1, 1]."""
     meta = stylized_meta(stylized_path)
-    for key, path in (("encoder", encoder_path), ("student", student_path)):
-        if meta[key]["sha256"] != sha256_file(path):
-            raise DataError(f"{stylized_path} was fine-tuned with the {key} {meta[key]['file']}, "
-                            f"not with {path}: re-run stylize@{style}")
+    mismatch = stylized_mismatch(meta, stylized_path, encoder_path, student_path)
+    if mismatch:
+        raise DataError(f"{mismatch}@{style}")
     stylizer = Stylizer(encoder, load_stylized(stylized_path)).eval()
     check_built_from(stylized_path, tflite_dir)
     keep = [k for k in range(encoder.config.num_ws) if k not in meta["swap_layers"]]
-    style_images = style_images_of(styles_dir)
     inputs = (faces + 1) / 2
     tflite = stylizer_model_file(tflite_dir, "float16")
     with torch.no_grad():
@@ -219,14 +216,15 @@ def evaluate_stylizers(config: EvaluateStylizersConfig, *, styles: list[str],
                                "sgemm_peak_gflops": peak, "threads": config.threads, "styles": {}}
     tops, stylized = [], []
     for style in styles:
+        style_images = style_images_of(Path(styles_dir) / style)
         scores, outputs = evaluate_style(
             style, encoder=encoder, base_stylizer=base_stylizer, faces=faces,
             encoder_path=Path(encoder_path), student_path=Path(student_path),
-            stylized_path=Path(stylized_dir) / f"{style}.pt",
-            styles_dir=Path(styles_dir) / style, tflite_dir=Path(stylizers_dir) / style,
-            features=features, config=config, peak=peak)
+            stylized_path=Path(stylized_dir) / f"{style}.pt", style_images=style_images,
+            tflite_dir=Path(stylizers_dir) / style, features=features, config=config,
+            peak=peak)
         metrics["styles"][style] = scores
-        tops.append(style_images_of(Path(styles_dir) / style))
+        tops.append(style_images)
         stylized.append(outputs)
         log.info("%s: Gram distance %.3g (unstylized %.3g), SWD %.1f (unstylized %.1f), content "
                  "%.2f", style, scores["stylized"]["gram_distance"],

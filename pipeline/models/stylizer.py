@@ -104,3 +104,15 @@ def load_stylized(path: str | Path, device: str | torch.device = "cpu") -> Blaze
 def stylized_meta(path: str | Path) -> dict[str, Any]:
     """The ``meta`` of a stylized-generator snapshot (style, base student, encoder...)."""
     return load_snapshot(path, STYLIZED_KIND)["meta"]
+
+
+def stylized_mismatch(meta: dict[str, Any], stylized_path: str | Path,
+                      encoder_path: str | Path, student_path: str | Path) -> str | None:
+    """Why the stylized generator at ``stylized_path`` (its snapshot ``meta``) cannot go with
+    this encoder and base student, in one line: it was fine-tuned with others; None when it
+    can. Each caller raises it as its own error."""
+    for key, path in (("encoder", encoder_path), ("student", student_path)):
+        if meta[key]["sha256"] != sha256_file(path):
+            return (f"{stylized_path} was fine-tuned with the {key} {meta[key]['file']}, not "
+                    f"with {path}: re-run stylize")
+    return None
