@@ -36,6 +36,7 @@ class StageConfig(pydantic.BaseModel):
 ConfigT = TypeVar("ConfigT", bound=StageConfig)
 PositiveInt = Annotated[int, pydantic.Field(ge=1)]  # counts, sizes, intervals in stage configs
 NonNegativeFloat = Annotated[float, pydantic.Field(ge=0)]  # loss weights, penalties
+NonNegativeInt = Annotated[int, pydantic.Field(ge=0)]  # counts that may be zero (e.g. workers)
 
 
 def _power_of_two(value: int) -> int:

@@ -16,10 +16,11 @@ from pipeline.errors import ConfigError
 # The params.yaml sections a deployed generator depends on, from the dataset to the converted
 # file. A stage that records params_sha256 lists all of them as DVC params, so that the hash it
 # wrote is always the hash of the current values.
-MODEL_SECTIONS = ("prepare", "train_teacher", "distill", "strip_heads", "export_onnx",
+MODEL_SECTIONS = ("prepare", "teacher", "train_teacher", "distill", "strip_heads", "export_onnx",
                   "simplify_onnx", "convert_tflite")
 # The sections the exported inversion encoder depends on (its generator's, then its own).
-ENCODER_SECTIONS = ("prepare", "train_teacher", "distill", "train_encoder", "export_encoder")
+ENCODER_SECTIONS = ("prepare", "teacher", "train_teacher", "distill", "train_encoder",
+                    "export_encoder")
 
 
 def stylizer_sections(style: str) -> tuple[str, ...]:

@@ -307,26 +307,74 @@ def test_bad_rosinality_files(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_import_teacher_stage_writes_a_loadable_snapshot(tmp_path):
+@pytest.fixture(scope="module")
+def dataset16(tmp_path_factory):
+    from conftest import prepared_16
+
+    return prepared_16(tmp_path_factory)
+
+
+def teacher_stage(tmp_path, dataset, source, **teacher):
+    """Run the teacher stage with ``teacher.source`` = ``source`` (under tmp_path/pretrained)."""
     import subprocess
 
-    from conftest import ROOT
+    import yaml
+
+    from conftest import ROOT, write_params
+    from test_train_teacher import TINY_TEACHER
+
+    params = write_params(tmp_path / "params.yaml", train_teacher=TINY_TEACHER,
+                          teacher={"source": source, "mapping_lr_mul": None, **teacher})
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.teacher", "--params", str(params), "--dataset",
+         str(dataset), "--pretrained", str(tmp_path / "pretrained"), "--snapshot",
+         str(out / "teacher.pt"), "--state", str(out / "state" / "state.pt"), "--live",
+         str(out / "live"), "--samples", str(out / "samples.png"), "--metrics",
+         str(out / "teacher.json")], cwd=ROOT, capture_output=True, text=True)
+    metrics = (yaml.safe_load((out / "teacher.json").read_text())
+               if (out / "teacher.json").is_file() else None)
+    return result, out, metrics
+
+
+def test_teacher_stage_imports_a_checkpoint_named_in_params(tmp_path, dataset16):
+    from pipeline.io import sha256_file
     from pipeline.models.stylegan2 import load_teacher
 
     p = neutral_weights()
-    torch.save({"g_ema": rosinality_state(p), "latent_avg": p["w_avg"]}, tmp_path / "g.pt")
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.import_teacher", "--format", "rosinality", "--source",
-         str(tmp_path / "g.pt"), "--snapshot", str(tmp_path / "teacher.pt"), "--samples",
-         str(tmp_path / "samples.png")], cwd=ROOT, capture_output=True, text=True)
+    (tmp_path / "pretrained").mkdir()
+    torch.save({"g_ema": rosinality_state(p), "latent_avg": p["w_avg"]},
+               tmp_path / "pretrained" / "g.pt")
+    result, out, metrics = teacher_stage(tmp_path, dataset16, "g.pt")
     assert result.returncode == 0, result.stderr
     z = torch.randn(2, Z)
-    assert (load_teacher(tmp_path / "teacher.pt")(z, noise_mode="const")
+    assert (load_teacher(out / "teacher.pt")(z, noise_mode="const")
             - reference_forward(p, z)).abs().max() < 1e-4
-    assert (tmp_path / "samples.png").is_file()
-    bad = subprocess.run(
-        [sys.executable, "-m", "stages.import_teacher", "--format", "nvlabs", "--source",
-         str(tmp_path / "g.pt"), "--snapshot", str(tmp_path / "t2.pt")], cwd=ROOT,
-        capture_output=True, text=True)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "g.pt" in bad.stderr
-    assert not (tmp_path / "t2.pt").exists()
+    assert (out / "samples.png").is_file() and (out / "live").is_dir()
+    assert metrics["format"] == "rosinality" and metrics["model"]["resolution"] == RES
+    assert metrics["source_sha256"] == sha256_file(tmp_path / "pretrained" / "g.pt")
+
+
+@pytest.mark.parametrize("source, message", [
+    ("missing.pt", "teacher.source is 'missing.pt' but {pretrained}/missing.pt is not a file"),
+    ("../g.pt", "teacher.source is '../g.pt': name a file under {pretrained}"),
+    ("g.ckpt", "teacher.source is 'g.ckpt': expected 'train', a rosinality .pt"),
+    ("g.pkl", "{pretrained}/g.pkl: not a readable network pickle"),
+    ("small.pt", "teacher.source {pretrained}/small.pt is a 8 px generator but the dataset"),
+])
+def test_teacher_stage_refuses_a_bad_source_in_one_line(tmp_path, dataset16, source, message):
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    torch.save({"g_ema": rosinality_state(neutral_weights())}, tmp_path / "g.pt")
+    (pretrained / "g.ckpt").write_bytes(b"")
+    torch.save({"g_ema": rosinality_state(neutral_weights())}, pretrained / "g.pkl")
+    p = neutral_weights()  # an 8 px generator: the 16 px block's tensors left out
+    state = {k: v for k, v in rosinality_state(p).items()
+             if not k.startswith(("convs.2", "convs.3", "to_rgbs.1", "noises.noise_3",
+                                  "noises.noise_4"))}
+    torch.save({"g_ema": state, "latent_avg": p["w_avg"]}, pretrained / "small.pt")
+    result, out, _ = teacher_stage(tmp_path, dataset16, source)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert error and message.format(pretrained=pretrained) in error[0], result.stderr
+    assert not (out / "teacher.pt").exists() and not (out / "teacher.json").exists()

@@ -165,7 +165,7 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     shown = json.loads(dvc("metrics", "show", "--json", cwd=origin))
     assert "metrics/strip_heads.json" in json.dumps(shown)
     assert "didn't change" in dvc("repro", cwd=origin)
-    # More steps: DVC re-runs train_teacher, which resumes from its persisted training state.
+    # More steps: DVC re-runs the teacher stage, which resumes from its persisted training state.
     params = yaml.safe_load((origin / "params.yaml").read_text())
     params["train_teacher"]["steps"] = 3
     (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -189,6 +189,43 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     assert clone_card["source"]["code_dirty"] is False
     assert clone_card["source"]["params_sha256"] != card["source"]["params_sha256"]
     assert "student.float16.psnr_db_vs_pytorch_mean" in diff["metrics/convert_tflite.json"]
+
+
+def test_exp_run_imports_a_pretrained_teacher_of_either_format_with_no_edit(tmp_path,
+                                                                           monkeypatch):
+    """`dvc exp run -S teacher.source=...`: a rosinality .pt, then an NVlabs .pkl (16 px
+    generators built by tests/test_convert.py) through distillation and export."""
+    import torch
+
+    import test_convert as tc
+
+    student = {**TINY_DISTILL["student"], "z_dim": tc.Z, "w_dim": tc.W_DIM,
+               "mapping_layers": tc.LAYERS, "mapping_lr_mul": tc.LR_MUL}
+    project = make_project(tmp_path / "p", prepare={"min_images": 4, "preview_images": 4},
+                           distill={"student": student})
+    weights = {"rosinality": tc.neutral_weights(0), "nvlabs": tc.neutral_weights(1)}
+    pretrained = project / "data/pretrained"
+    torch.save({"g_ema": tc.rosinality_state(weights["rosinality"]),
+                "latent_avg": weights["rosinality"]["w_avg"]}, pretrained / "g.pt")
+    tc.nvlabs_pickle(weights["nvlabs"], pretrained / "g.pkl", tc.fake_persistence(monkeypatch),
+                     "")
+    dvc("add", "data/pretrained/g.pt", "data/pretrained/g.pkl", cwd=project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "pretrained teachers"], project)
+    z = torch.randn(2, tc.Z)
+    for checkpoint_format, name in (("rosinality", "g.pt"), ("nvlabs", "g.pkl")):
+        output = dvc("exp", "run", "-S", f"teacher.source={name}", "convert_tflite", cwd=project)
+        assert "Running stage 'teacher'" in output and "Running stage 'distill'" in output
+        teacher = json.loads((project / "metrics/teacher.json").read_text())
+        assert teacher["format"] == checkpoint_format and teacher["source"] == name
+        from pipeline.models.stylegan2 import load_teacher
+
+        imported = load_teacher(project / "models/teacher.pt")(z, noise_mode="const")
+        expected = tc.reference_forward(weights[checkpoint_format], z)
+        assert (imported - expected).abs().max() < 1e-4
+        converted = json.loads((project / "metrics/convert_tflite.json").read_text())
+        assert converted["student"]["float16"]["psnr_db_vs_pytorch_min"] >= 45.0
+        assert not (project / "checkpoints/train_teacher/state.pt").exists()  # nothing trained
 
 
 def test_real_data_tracked_by_dvc(tmp_path):

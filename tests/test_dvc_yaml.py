@@ -26,10 +26,11 @@ from pipeline.provenance import ENCODER_SECTIONS, MODEL_SECTIONS, stylizer_secti
 from pipeline.training.distill import DistillConfig
 from pipeline.training.encoder import TrainEncoderConfig
 from pipeline.training.stylize import StylizeConfig
-from pipeline.training.teacher import TrainTeacherConfig
+from pipeline.training.teacher import TeacherConfig, TrainTeacherConfig
 
-CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
-           "distill": DistillConfig, "strip_heads": StripHeadsConfig,
+CONFIGS = {"prepare": PrepareConfig, "teacher": TeacherConfig,
+           "train_teacher": TrainTeacherConfig, "distill": DistillConfig,
+           "strip_heads": StripHeadsConfig,
            "export_onnx": ExportOnnxConfig, "simplify_onnx": SimplifyOnnxConfig,
            "convert_tflite": ConvertTfliteConfig, "reference_stats": ReferenceStatsConfig,
            "evaluate": EvaluateConfig, "bundle": BundleConfig,
@@ -38,7 +39,8 @@ CONFIGS = {"prepare": PrepareConfig, "train_teacher": TrainTeacherConfig,
            "face_models": FaceModelsConfig, "export_stylizer": ExportStylizerConfig,
            "evaluate_stylizers": EvaluateStylizersConfig}
 # Sections read by several stages, besides their own.
-SHARED = {"reference_stats": ["fid"], "evaluate": ["fid"], "evaluate_stylizers": ["styles"]}
+SHARED = {"teacher": ["train_teacher"], "reference_stats": ["fid"], "evaluate": ["fid"],
+          "evaluate_stylizers": ["styles"]}
 # The per-style stages (`foreach` over the styles section): what each reads, for style ${key}.
 PER_STYLE = {"prepare_styles": ["styles.${key}", "prepare.resolution"]}
 # Stages that record a hash of every section their artifact depends on (pipeline.provenance)

@@ -57,7 +57,8 @@ TINY_TRAIN = {
     "truncation_min": 0.5, "style_mixing": 0.5, "holdout_images": 4, "xflip": True,
     "perceptual": "multiscale-l1-ssim", "pixel_loss": "l2", "lambda_pixel": 1.0,
     "lambda_perceptual": 0.8, "lambda_latent": 1.0,
-    "lambda_delta": 0.0002, "mixed_precision": False, "checkpoint_every": 3, "log_every": 2,
+    "lambda_delta": 0.0002, "mixed_precision": False, "data_workers": 0, "checkpoint_every": 3,
+    "log_every": 2,
     "eval_every": 3, "sample_every": 3, "sample_grid": 4,
 }
 TINY_EXPORT = {"opset": 18, "check_images": 4, "seed": 0, "onnx_max_abs_error": 1e-4,

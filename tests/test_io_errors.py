@@ -33,7 +33,7 @@ from pipeline.runtimes import ModelFileError, run_onnx, run_tflite
 from pipeline.snapshot import save_snapshot
 from pipeline.stage import stage_run
 from test_onnx_export import STUDENT
-from test_train_teacher import TINY_TEACHER
+from test_train_teacher import TINY_TEACHER, TRAIN
 
 STRIP_HEADS = {"input": "z", "layout": "nhwc", "check_latents": 2, "seed": 0}
 
@@ -143,12 +143,13 @@ def test_a_corrupt_dataset_or_reference_set_is_a_data_error(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "dataset.json").write_text("{ not json")
-    params = write_params(tmp_path / "params.yaml", train_teacher=TINY_TEACHER)
-    result = run_stage("stages.train_teacher", "--params", str(params), "--dataset", str(data),
-                       "--snapshot", str(tmp_path / "t.pt"), "--state", str(tmp_path / "s.pt"),
+    params = write_params(tmp_path / "params.yaml", teacher=TRAIN, train_teacher=TINY_TEACHER)
+    result = run_stage("stages.teacher", "--params", str(params), "--dataset", str(data),
+                       "--pretrained", str(tmp_path / "pretrained"), "--snapshot",
+                       str(tmp_path / "t.pt"), "--state", str(tmp_path / "s.pt"),
                        "--live", str(tmp_path / "live"), "--samples", str(tmp_path / "s.png"),
-                       "--device", "cpu")
-    assert_one_error_line(result, "train_teacher", f"{data / 'dataset.json'}: not valid JSON")
+                       "--metrics", str(tmp_path / "t.json"), "--device", "cpu")
+    assert_one_error_line(result, "teacher", f"{data / 'dataset.json'}: not valid JSON")
     assert not (tmp_path / "t.pt").exists() and not (tmp_path / "s.pt").exists()
     prepare_dataset("synthetic", data, PrepareConfig(**TINY_PREPARE), workers=1)
     image = sorted((data / "images").iterdir())[0]

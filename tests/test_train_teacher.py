@@ -27,7 +27,7 @@ TINY_TEACHER = {
     "seed": 0, "batch_size": 4, "steps": 6, "g_lr": 0.002, "d_lr": 0.002,
     "r1_gamma": 0.1, "r1_interval": 2, "pl_weight": 2.0, "pl_interval": 2,
     "style_mixing": 0.9, "ema_kimg": 0.01, "xflip": True, "mixed_precision": False,
-    "checkpoint_every": 3, "log_every": 2, "sample_every": 3, "sample_grid": 4,
+    "data_workers": 0, "checkpoint_every": 3, "log_every": 2, "sample_every": 3, "sample_grid": 4,
 }
 
 
@@ -78,6 +78,24 @@ def test_interrupted_and_resumed_run_is_bit_equal(tmp_path, dataset):
             == module_digest(load_teacher(part / "teacher.pt")))
 
 
+def test_data_loader_workers_and_a_streamed_dataset_change_nothing(tmp_path, dataset,
+                                                                    monkeypatch):
+    """Images decoded in two worker processes, from disk (not the in-memory copy), and a run
+    resumed with another number of workers: bit-equal to the in-process run."""
+    from pipeline.data.dataset import FaceDataset
+
+    full, _ = run(tmp_path, dataset, teacher_config(), "full")
+    monkeypatch.setattr(FaceDataset, "AUTO_MEMORY_BYTES", 0)  # "auto" now streams from disk
+    part = tmp_path / "part"
+    paths = RunPaths(snapshot=part / "teacher.pt", state=part / "state.pt")
+    train_teacher(teacher_config(steps=3, data_workers=2), dataset_dir=dataset, device="cpu",
+                  paths=paths)
+    train_teacher(teacher_config(data_workers=1), dataset_dir=dataset, device="cpu",
+                  paths=paths)
+    assert (module_digest(load_teacher(full / "teacher.pt"))
+            == module_digest(load_teacher(part / "teacher.pt")))
+
+
 def test_state_from_other_params_is_not_resumed(tmp_path, dataset, caplog):
     out, _ = run(tmp_path, dataset, teacher_config(steps=3))
     run(tmp_path, dataset, teacher_config(steps=3, g_lr=0.001))
@@ -95,7 +113,10 @@ def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, dataset, monkeypatch
 
     monkeypatch.setattr(losses, "g_nonsaturating_loss", loss_going_nan)
     out = tmp_path / "nan"
-    with pytest.raises(TrainingDiverged, match=r"step 4: loss/g is nan.*state\.pt \(step 3\)"):
+    # Checked when a log or a save is due (steps 1, 2, 3, 5 here), not at every step: the NaN of
+    # step 4 is found at step 5, before anything is written.
+    with pytest.raises(TrainingDiverged,
+                       match=r"steps 4-5: loss/[dg] is nan.*state\.pt \(step 3\)"):
         train_teacher(teacher_config(), dataset_dir=dataset, device="cpu",
                       paths=RunPaths(snapshot=out / "teacher.pt", state=out / "state.pt"))
     assert load_checkpoint(out / "state.pt")["step"] == 3
@@ -109,15 +130,20 @@ def test_resolution_mismatch_is_a_config_error(tmp_path, dataset):
         run(tmp_path, dataset, teacher_config(model=model))
 
 
+TRAIN = {"source": "train", "mapping_lr_mul": None}  # the teacher section: train it
+
+
 def stage_command(params, dataset, out):
-    return ["-m", "stages.train_teacher", "--params", str(params), "--dataset", str(dataset),
-            "--snapshot", str(out / "teacher.pt"), "--state", str(out / "state.pt"),
-            "--live", str(out / "live"), "--samples", str(out / "samples.png"), "--device", "cpu"]
+    return ["-m", "stages.teacher", "--params", str(params), "--dataset", str(dataset),
+            "--pretrained", str(out / "pretrained"), "--snapshot", str(out / "teacher.pt"),
+            "--state", str(out / "state.pt"), "--live", str(out / "live"),
+            "--samples", str(out / "samples.png"), "--metrics", str(out / "teacher.json"),
+            "--device", "cpu"]
 
 
 @pytest.mark.slow
 def test_kill_9_then_rerun_resumes_bit_exact(tmp_path, dataset):
-    params = write_params(tmp_path / "params.yaml",
+    params = write_params(tmp_path / "params.yaml", teacher=TRAIN,
                           train_teacher={**TINY_TEACHER, "steps": 40, "checkpoint_every": 5})
     reference = tmp_path / "reference"
     subprocess.run([sys.executable, *stage_command(params, dataset, reference)], cwd=ROOT,
@@ -142,7 +168,8 @@ def test_kill_9_then_rerun_resumes_bit_exact(tmp_path, dataset):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_stay_in_sync(tmp_path, dataset):
-    params = write_params(tmp_path / "params.yaml", train_teacher={**TINY_TEACHER, "steps": 4})
+    params = write_params(tmp_path / "params.yaml", teacher=TRAIN,
+                          train_teacher={**TINY_TEACHER, "steps": 4})
     out = tmp_path / "ddp"
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -195,3 +222,19 @@ def test_a_torn_dvclive_summary_left_by_kill_9_does_not_stop_the_resumption(tmp_
     train_teacher(teacher_config(steps=3, checkpoint_every=1), dataset_dir=dataset,
                   device="cpu", paths=paths)
     assert json.loads((out / "live" / "metrics.json").read_text())["step"] == 3
+
+
+def test_step_values_stay_tensors_until_a_log_reads_them_all_at_once():
+    from pipeline.training.monitor import Monitor
+
+    monitor = Monitor(None, total_steps=4, start_step=0, images_per_step=2, enabled=False)
+    for step in range(3):
+        monitor.accumulate({"loss/g": torch.tensor(float(step)), "lr": 0.5})
+    assert torch.is_tensor(monitor._sums["loss/g"])  # summed where it is: no host round trip
+    monitor.check_finite(2, "hint")
+    logged = monitor.log(3)
+    assert (logged["loss/g"], logged["lr"]) == (1.0, 0.5)
+    monitor.accumulate({"loss/g": torch.tensor(float("inf"))})
+    monitor.accumulate({"loss/g": torch.tensor(1.0)})
+    with pytest.raises(TrainingDiverged, match=r"steps 3-4: loss/g is inf; stopped without saving"):
+        monitor.check_finite(4, "hint")

@@ -77,15 +77,25 @@ class FaceDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files) * (2 if self.xflip else 1)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def pixels(self, index: int) -> torch.Tensor:
+        """Image ``index`` as stored: uint8 (3, R, R), mirrored for the second half of an
+        ``xflip`` dataset. What data-loader workers decode and send (a quarter of float32's
+        bytes); :func:`to_unit_range` makes the training input of it, on the device."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         image_index, flip = index % len(self.files), index >= len(self.files)
         array = self._cache[image_index] if self._cache is not None else self._read(image_index)
         if flip:
             array = array[:, ::-1]
-        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)  # (3, R, R) uint8
-        return image.to(torch.float32) / 127.5 - 1.0
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return to_unit_range(self.pixels(index))
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [-1, 1] (0 -> -1, 255 -> 1), wherever they are."""
+    return pixels.to(torch.float32) / 127.5 - 1.0
 
 
 def _reason(error: Exception) -> str:

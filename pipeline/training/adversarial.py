@@ -13,12 +13,12 @@ from torch import nn
 
 from pipeline.config import NonNegativeFloat, PositiveInt
 from pipeline.training import losses
-from pipeline.training.run import TrainingConfig
+from pipeline.training.run import RealImagesConfig
 from pipeline.training.runtime import Distributed, optimizer_step
 
 
-class AdversarialConfig(TrainingConfig):
-    """The keys of an adversarial trainer's section, besides :class:`TrainingConfig`'s."""
+class AdversarialConfig(RealImagesConfig):
+    """The keys of an adversarial trainer's section, besides :class:`RealImagesConfig`'s."""
 
     g_lr: Annotated[float, pydantic.Field(gt=0)]
     d_lr: Annotated[float, pydantic.Field(gt=0)]
@@ -29,7 +29,7 @@ class AdversarialConfig(TrainingConfig):
     xflip: bool                      # add mirrored copies of the dataset
     sample_grid: PositiveInt         # latents of the sample grid
 
-    RESUMABLE_KEYS: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE_KEYS | {"sample_grid"}
+    RESUMABLE_KEYS: ClassVar[frozenset[str]] = RealImagesConfig.RESUMABLE_KEYS | {"sample_grid"}
 
 
 def discriminator_step(D: nn.Module, opt_D: torch.optim.Optimizer, real: torch.Tensor,

@@ -291,8 +291,10 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
     initial = state["initial"] if state is not None else probe.evaluate(student_ema)
     evaluation, beta = dict(initial), ema_beta(config.batch_size, config.ema_kimg)
 
+    batches = run.real_batches(dataset)
+
     for step in run.steps():
-        real = run.real_batch(dataset, step)
+        real = next(batches)
         with torch.no_grad():  # in float32: targets are not rounded to bfloat16
             styles = sample_step_styles(teacher, run.local_batch, config.style_mixing,
                                         run.generator(step, "draws"), run.device)

@@ -46,7 +46,7 @@ from pipeline.models.styles import sample_styles
 from pipeline.perceptual import perceptual_distance
 from pipeline.seeding import fixed_latents
 from pipeline.similarity import psnr
-from pipeline.training.run import RunPaths, TrainingConfig, TrainingRun
+from pipeline.training.run import RealImagesConfig, RunPaths, TrainingRun
 from pipeline.training.runtime import (
     average_buffers,
     local_main_first,
@@ -58,7 +58,7 @@ STATE_KIND = "train-encoder-state"
 Fraction = Annotated[float, pydantic.Field(ge=0, le=1)]
 
 
-class TrainEncoderConfig(TrainingConfig):
+class TrainEncoderConfig(RealImagesConfig):
     """The ``train_encoder`` section of params.yaml."""
 
     SECTION: ClassVar[str] = "train_encoder"
@@ -82,7 +82,7 @@ class TrainEncoderConfig(TrainingConfig):
     eval_every: PositiveInt          # steps between held-out PSNR evaluations
     sample_grid: PositiveInt         # input | reconstruction pairs in the sample grid
 
-    RESUMABLE_KEYS: ClassVar[frozenset[str]] = (TrainingConfig.RESUMABLE_KEYS
+    RESUMABLE_KEYS: ClassVar[frozenset[str]] = (RealImagesConfig.RESUMABLE_KEYS
                                                 | {"allow_download", "eval_every", "sample_grid"})
 
     def weights(self) -> InversionWeights:
@@ -250,12 +250,12 @@ def train_encoder(config: TrainEncoderConfig, *, student_path: str | Path,
     local_synthetic = round(run.local_batch * config.synthetic_fraction)
     local_real = run.local_batch - local_synthetic
 
+    batches = run.real_batches(dataset, pool=train, count=local_real * run.dist.world_size)
+
     for step in run.steps():
         for group in opt.param_groups:
             group["lr"] = learning_rate(config, step)
-        real = (run.real_batch(dataset, step, pool=train, count=local_real * run.dist.world_size)
-                if local_real else torch.empty(0, 3, dataset.resolution, dataset.resolution,
-                                               device=run.device))
+        real = next(batches)
         synthetic, synthetic_ws = synthetic_pairs(student, local_synthetic, config,
                                                   run.generator(step, "draws"), run.device)
         values = encoder_step(config, encoder, student, opt, real, synthetic, synthetic_ws,

@@ -36,22 +36,25 @@ class TrainingDiverged(PipelineError):
     """A loss became NaN or infinite; training stopped and the last good state was kept."""
 
 
-def check_finite(step: int, losses: dict[str, torch.Tensor | float], state_hint: str,
-                 dist=None) -> None:
-    """Raise :class:`TrainingDiverged` naming the first non-finite loss.
+def check_finite(first_step: int, last_step: int, names: list[str], totals: torch.Tensor,
+                 state_hint: str, dist=None) -> None:
+    """Raise :class:`TrainingDiverged` naming the first non-finite value among ``totals`` (the
+    sums of ``names`` over the steps ``first_step`` .. ``last_step``: a sum is finite exactly when
+    each of its terms is, short of overflow).
 
     Under torchrun the check is agreed across processes (a non-finite value on any rank makes the
     sum non-finite), so every rank stops at the same step with the same message.
     """
-    names = list(losses)
-    values = torch.tensor([float(losses[name]) for name in names], dtype=torch.float64)
+    totals = totals.to(torch.float64).cpu()
     if dist is not None and dist.enabled:
         import torch.distributed as torch_dist
 
-        torch_dist.all_reduce(values)
-    for name, value in zip(names, values.tolist()):
+        torch_dist.all_reduce(totals)
+    steps = (f"step {first_step}" if first_step == last_step
+             else f"steps {first_step}-{last_step}")
+    for name, value in zip(names, totals.tolist()):
         if not math.isfinite(value):
-            raise TrainingDiverged(f"step {step}: {name} is {value}; stopped without saving. "
+            raise TrainingDiverged(f"{steps}: {name} is {value}; stopped without saving. "
                                    f"{state_hint}")
 
 
@@ -67,8 +70,9 @@ class Monitor:
         self.enabled = enabled
         self.progress_keys = progress_keys  # metrics shown on the progress bar; None: all
         self.images_per_step = images_per_step
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, torch.Tensor | float] = {}
         self._count = 0
+        self._unchecked = 0  # steps recorded since the last NaN check
         self._clock = time.perf_counter()
         self._clock_step = start_step
         self.live = None
@@ -89,15 +93,34 @@ class Monitor:
                         file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0)
 
     def accumulate(self, values: dict[str, torch.Tensor | float]) -> None:
+        """Add one step's values to the sums, where they are (a tensor on the GPU stays there:
+        no host synchronisation)."""
         for name, value in values.items():
-            self._sums[name] = self._sums.get(name, 0.0) + float(value)
+            value = value.detach().to(torch.float64) if torch.is_tensor(value) else float(value)
+            self._sums[name] = self._sums.get(name, 0.0) + value
         self._count += 1
+        self._unchecked += 1
+
+    def _totals(self) -> tuple[list[str], torch.Tensor]:
+        """The sums since the last log, as one float64 tensor on the host (one transfer)."""
+        names = list(self._sums)
+        device = next((v.device for v in self._sums.values() if torch.is_tensor(v)), "cpu")
+        totals = [torch.as_tensor(self._sums[name], dtype=torch.float64, device=device)
+                  for name in names]
+        return names, (torch.stack(totals).cpu() if totals else torch.zeros(0, dtype=torch.float64))
+
+    def check_finite(self, step: int, state_hint: str, dist=None) -> None:
+        """The NaN guard over the steps recorded since the last check, ending at ``step``."""
+        names, totals = self._totals()
+        check_finite(step - self._unchecked + 1, step, names, totals, state_hint, dist)
+        self._unchecked = 0
 
     def log(self, step: int, extra: dict[str, float] | None = None) -> dict[str, float]:
         """Write the averaged metrics for the steps since the last call (at ``step``), plus
         ``extra`` values logged as they are (e.g. an evaluation made at this step)."""
         now = time.perf_counter()
-        metrics = {name: total / max(self._count, 1) for name, total in self._sums.items()}
+        names, totals = self._totals()
+        metrics = {name: total / max(self._count, 1) for name, total in zip(names, totals.tolist())}
         metrics.update(extra or {})
         elapsed = now - self._clock
         if step > self._clock_step and elapsed > 0:

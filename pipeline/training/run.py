@@ -8,10 +8,13 @@ What the trainers of this pipeline share lives here, so that each trainer reads 
   keys that may change between an interrupted run and its resumption, plus the hashes of the
   inputs) is loaded into the run's modules and optimizers; a state of another identity is set
   aside with a warning, and one already past ``steps`` is an error;
-* each step: this rank's share of the batch of real images and the step's random stream, the NaN
-  guard (which keeps the last good state), averaged metrics to dvclive and the progress bar,
-  sample grids, and an atomic training-state save (with the resolved ``config.json`` beside it)
-  every ``checkpoint_every`` steps, each on its own "due every N steps" schedule;
+* each step: this rank's share of the batch of real images (decoded ahead by data-loader
+  workers, ``pipeline.training.data``) and the step's random stream; the step's values stay on
+  the device, summed there, and reach the host only when the averaged metrics are logged (to
+  dvclive and the progress bar) or a training state is saved: the NaN guard checks them then,
+  before either, so a saved state is always a good one; sample grids; and an atomic
+  training-state save (with the resolved ``config.json`` beside it) every ``checkpoint_every``
+  steps, each on its own "due every N steps" schedule;
 * the end: the inference snapshot of the trained (EMA) model and its sample grid.
 
 A training state is ``{"kind", "step", "identity", <name>: state_dict per module and optimizer,
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,19 +34,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import PositiveInt, StageConfig, config_text
+from pipeline.config import NonNegativeInt, PositiveInt, StageConfig, config_text
+from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
 from pipeline.images import save_png
 from pipeline.io import write_text
 from pipeline.seeding import step_generator
 from pipeline.snapshot import CheckpointError, load_checkpoint, save_checkpoint, save_snapshot
-from pipeline.training.monitor import Monitor, check_finite
+from pipeline.training.data import StepBatchSampler, step_batches
+from pipeline.training.monitor import Monitor
 from pipeline.training.runtime import (
     broadcast_module,
     check_replicas_in_sync,
     init_distributed,
     local_batch_size,
-    rank_batch_indices,
     resolve_device_type,
     select_device,
 )
@@ -73,6 +77,14 @@ class TrainingConfig(StageConfig):
     def training_identity(self) -> dict:
         """The part of the config a training state must match to be resumed."""
         return {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_KEYS}
+
+
+class RealImagesConfig(TrainingConfig):
+    """A trainer that reads dataset images at every step."""
+
+    data_workers: NonNegativeInt     # DataLoader processes decoding images ahead (0: in-process)
+
+    RESUMABLE_KEYS: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE_KEYS | {"data_workers"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,20 +202,21 @@ class TrainingRun:
         """The random stream ``stream`` of ``step`` on this rank (``pipeline.seeding``)."""
         return step_generator(self.config.seed, step, self.dist.rank, stream)
 
-    def real_batch(self, dataset: torch.utils.data.Dataset, step: int,
-                   pool: Sequence[int] | None = None, count: int | None = None) -> torch.Tensor:
-        """This rank's share of the step's batch of dataset images, on :attr:`device`: ``count``
-        images over all ranks (default: the batch size) drawn from the dataset indices ``pool``
-        (default: all of them)."""
+    def real_batches(self, dataset: FaceDataset, pool: Sequence[int] | None = None,
+                     count: int | None = None) -> Iterator[torch.Tensor]:
+        """This rank's share of each remaining step's batch of dataset images, on :attr:`device`,
+        one per step in order: ``count`` images over all ranks (default: the batch size) drawn
+        from the dataset indices ``pool`` (default: all of them). Call after :meth:`resume`; the
+        config's ``data_workers`` decode them ahead."""
         pool = range(len(dataset)) if pool is None else pool
         count = self.config.batch_size if count is None else count
-        indices = rank_batch_indices(self.config.seed, step, len(pool), count, self.dist)
-        return torch.stack([dataset[pool[i]] for i in indices]).to(self.device)
+        sampler = StepBatchSampler(self.config.seed, self.start_step, self.config.steps, pool,
+                                   count, self.dist)
+        return step_batches(dataset, sampler, self.device, self.config.data_workers)
 
     def record(self, step: int, values: dict[str, torch.Tensor | float]) -> None:
-        """The end of a step's updates: the NaN guard (agreed across ranks), then the values are
-        added to the averages of the next log."""
-        check_finite(step, values, self._last_good, self.dist)
+        """The end of a step's updates: its values are added, on the device, to the sums of the
+        next log (no host synchronisation)."""
         self._monitor.accumulate(values)
         self._monitor.advance()
 
@@ -213,11 +226,15 @@ class TrainingRun:
         """What is due at the end of ``step``: the averaged metrics (also whenever ``log_extra``,
         e.g. an evaluation made at this step, is given), the sample grid ``samples()`` (rank 0),
         and the training state with the trainer's own entries ``state()``."""
-        if self.due(step, self.config.log_every) or log_extra is not None:
+        log_due = self.due(step, self.config.log_every) or log_extra is not None
+        save_due = self.due(step, self.config.checkpoint_every)
+        if log_due or save_due:  # the NaN guard (agreed across ranks), before a log or a save
+            self._monitor.check_finite(step, self._last_good, self.dist)
+        if log_due:
             self.last_metrics = self._monitor.log(step + 1, extra=log_extra)
         if samples is not None and self.dist.is_main and self.due(step, self.config.sample_every):
             self._monitor.image("samples.png", samples())
-        if self.due(step, self.config.checkpoint_every):
+        if save_due:
             self._save_state(step + 1, state() if state is not None else {})
 
     def _save_state(self, step: int, extra: dict[str, Any]) -> None:

@@ -9,20 +9,26 @@ StyleGAN2's betas (0, 0.99) with the lazy-regularization correction of learning 
 from __future__ import annotations
 
 import copy
+import logging
+import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
+import pydantic
 import torch
 from torch import nn
 
-from pipeline.config import NonNegativeFloat, PositiveInt
+from pipeline.config import NonNegativeFloat, PositiveInt, StageConfig
 from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
-from pipeline.images import make_grid, to_pixels
+from pipeline.images import make_grid, save_png, to_pixels
+from pipeline.io import sha256_file
+from pipeline.models.convert import load_nvlabs, load_rosinality
 from pipeline.models.stylegan2 import TEACHER_KIND, Discriminator, Generator, StyleGAN2Config
 from pipeline.models.styles import sample_styles
 from pipeline.seeding import fixed_latents, seed_step
+from pipeline.snapshot import save_snapshot
 from pipeline.training import losses
 from pipeline.training.adversarial import (
     AdversarialConfig,
@@ -39,7 +45,71 @@ from pipeline.training.runtime import (
     update_ema,
 )
 
+log = logging.getLogger(__name__)
+
 STATE_KIND = "train_teacher-state"
+# Checkpoint formats by file suffix: rosinality/stylegan2-pytorch saves .pt, NVlabs .pkl.
+PRETRAINED_FORMATS = {".pt": "rosinality", ".pth": "rosinality", ".pkl": "nvlabs"}
+
+
+class TeacherConfig(StageConfig):
+    """The ``teacher`` section of params.yaml: where the teacher comes from."""
+
+    SECTION: ClassVar[str] = "teacher"
+
+    source: str  # "train" (the train_teacher section), or a checkpoint under the pretrained folder
+    mapping_lr_mul: Annotated[float, pydantic.Field(gt=0)] | None  # rosinality: its --lr_mlp
+
+    @property
+    def trains(self) -> bool:
+        return self.source == "train"
+
+
+def pretrained_checkpoint(source: str, folder: str | Path) -> tuple[Path, str]:
+    """The checkpoint file ``teacher.source`` names under ``folder`` (the pretrained folder the
+    stage depends on, so that DVC tracks it) and its format, checked."""
+    folder = Path(folder)
+    relative = Path(os.path.normpath(source))  # lexically: a DVC-linked file may be a symlink
+    path = folder / relative
+    if relative.is_absolute() or relative.parts[:1] == ("..",):
+        raise ConfigError(f"teacher.source is {source!r}: name a file under {folder} (the folder "
+                          "the teacher stage depends on), or 'train'")
+    checkpoint_format = PRETRAINED_FORMATS.get(path.suffix.lower())
+    if checkpoint_format is None:
+        raise ConfigError(f"teacher.source is {source!r}: expected 'train', a rosinality .pt / "
+                          ".pth or an NVlabs .pkl file")
+    if not path.is_file():
+        raise ConfigError(f"teacher.source is {source!r} but {path} is not a file: put the "
+                          f"checkpoint there and track it (dvc add {path})")
+    return path, checkpoint_format
+
+
+def import_teacher(config: TeacherConfig, *, pretrained_dir: str | Path,
+                   dataset_dir: str | Path, snapshot: str | Path,
+                   samples: str | Path | None = None) -> dict:
+    """Convert the pretrained generator ``config.source`` names into a teacher snapshot (the
+    same kind ``train_teacher`` writes), refusing one whose resolution is not the dataset's.
+
+    Returns:
+        What was imported: file, format, sha256 and the generator's configuration.
+    """
+    path, checkpoint_format = pretrained_checkpoint(config.source, pretrained_dir)
+    G = (load_rosinality(path, config.mapping_lr_mul) if checkpoint_format == "rosinality"
+         else load_nvlabs(path))
+    resolution = FaceDataset(dataset_dir).resolution
+    if G.config.resolution != resolution:
+        raise ConfigError(f"teacher.source {path} is a {G.config.resolution} px generator but the "
+                          f"dataset {dataset_dir} is {resolution} px: set prepare.resolution="
+                          f"{G.config.resolution} (and the distill.student preset to match)")
+    digest = sha256_file(path)
+    log.info("imported %s (%s): %s", path, checkpoint_format, G.config.to_dict())
+    save_snapshot(snapshot, TEACHER_KIND, G, G.config.to_dict(), meta={
+        "imported_from": config.source, "format": checkpoint_format, "source_sha256": digest})
+    if samples is not None:
+        save_png(samples, preview_grid(G))
+    return {"source": config.source, "format": checkpoint_format, "source_sha256": digest,
+            "model": G.config.to_dict(),
+            "parameters": sum(p.numel() for p in G.parameters())}
 
 
 class TrainTeacherConfig(AdversarialConfig):
@@ -134,10 +204,12 @@ def train_teacher(config: TrainTeacherConfig, *, dataset_dir: str | Path, paths:
     def samples() -> np.ndarray:
         return sample_grid(G_ema, z_samples, run.device)
 
+    batches = run.real_batches(dataset)
+
     for step in run.steps():
         seed_step(config.seed, step, run.dist.rank)  # noise inputs inside G
         draws = run.generator(step, "draws")
-        real = run.real_batch(dataset, step)
+        real = next(batches)
 
         # Phase 1: discriminator, logistic loss on reals and fakes.
         G.requires_grad_(False)
