@@ -24,6 +24,7 @@ from pipeline.training.teacher import (
     TrainTeacherConfig,
     import_teacher,
     train_teacher,
+    trained_summary,
 )
 
 app = stage_app(__doc__)
@@ -49,8 +50,9 @@ def main(
         if source.trains:
             config = load_config(params, "train_teacher", TrainTeacherConfig)
             log_config("train_teacher", config)
-            result = train_teacher(config, dataset_dir=dataset, device=device, paths=RunPaths(
-                snapshot=snapshot, state=state, live=live, samples=samples))
+            result = trained_summary(config, train_teacher(
+                config, dataset_dir=dataset, device=device, paths=RunPaths(
+                    snapshot=snapshot, state=state, live=live, samples=samples)))
         else:
             result = import_teacher(source, pretrained_dir=pretrained, dataset_dir=dataset,
                                     snapshot=snapshot, samples=samples)

@@ -111,6 +111,9 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     assert (origin / "plots/prepare/samples.png").is_file()
     assert (origin / "models/teacher.pt").is_file()
     assert json.loads((origin / "dvclive/train_teacher/metrics.json").read_text())["step"] == 2
+    teacher = json.loads((origin / "metrics/teacher.json").read_text())
+    assert teacher["source"] == "train" and teacher["images_seen"] == 2 * TINY_TEACHER["batch_size"]
+    assert "loss/g" in teacher["final"]
     distilled = json.loads((origin / "metrics/distill.json").read_text())
     assert distilled["perceptual_backbone"] == "multiscale-l1-ssim"
     assert "psnr_16" in distilled["final"]

@@ -62,6 +62,9 @@ def test_training_writes_snapshot_state_logs_and_samples(tmp_path, dataset):
     assert summary["step"] == 6 and "loss" in summary
     assert (out / "live" / "plots" / "images" / "samples.png").is_file()
     assert (out / "samples.png").is_file()
+    assert 0 <= metrics["data_wait_share"] < 1
+    _, again = run(tmp_path, dataset, teacher_config())  # nothing left to train
+    assert again == metrics  # the last logged values, kept in the training state
 
 
 def test_interrupted_and_resumed_run_is_bit_equal(tmp_path, dataset):

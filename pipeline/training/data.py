@@ -11,6 +11,7 @@ so a resumed run, are bit-equal whatever the number of workers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -51,17 +52,32 @@ class _Pixels(torch.utils.data.Dataset):
         return self.dataset.pixels(index)
 
 
+class TimedBatches(Iterator[torch.Tensor]):
+    """An iterator of batches that adds up the time the trainer waits on it (``wait_seconds``):
+    near zero when the workers keep ahead of the steps."""
+
+    def __init__(self, batches: Iterator[torch.Tensor]):
+        self._batches, self.wait_seconds = batches, 0.0
+
+    def __next__(self) -> torch.Tensor:
+        start = time.perf_counter()
+        try:
+            return next(self._batches)
+        finally:
+            self.wait_seconds += time.perf_counter() - start
+
+
 def step_batches(dataset: FaceDataset, sampler: StepBatchSampler, device: torch.device,
-                 workers: int) -> Iterator[torch.Tensor]:
+                 workers: int) -> TimedBatches:
     """The batches of ``sampler``'s steps, in order, as float32 in [-1, 1] on ``device``. The
     workers start at once, so they decode while the trainer finishes its set-up."""
     if sampler.count == 0:  # e.g. an all-synthetic batch: no dataset image per step
         empty = torch.empty(0, 3, dataset.resolution, dataset.resolution, device=device)
-        return iter([empty] * len(sampler))
+        return TimedBatches(iter([empty] * len(sampler)))
     loader = torch.utils.data.DataLoader(
         _Pixels(dataset), batch_sampler=sampler, num_workers=workers,
         pin_memory=device.type == "cuda", prefetch_factor=PREFETCH_BATCHES if workers else None,
         # Its own generator: the loader's worker seed must not consume the global random stream
         # that the steps' noise draws from (it would shift at every resumption).
         generator=torch.Generator().manual_seed(0))
-    return (to_unit_range(pixels.to(device, non_blocking=True)) for pixels in loader)
+    return TimedBatches(to_unit_range(pixels.to(device, non_blocking=True)) for pixels in loader)

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+import pydantic
 import torch
 from torch import nn
 
@@ -88,6 +89,8 @@ class DistillConfig(AdversarialConfig):
     lambda_l1: NonNegativeFloat
     lambda_adv: NonNegativeFloat
     lambda_mapping: NonNegativeFloat     # w regression of a distilled mapping (unused otherwise)
+    g_betas: Annotated[list[Annotated[float, pydantic.Field(ge=0, lt=1)]],
+                       pydantic.Field(min_length=2, max_length=2)]  # the student's Adam betas
     eval_every: PositiveInt       # steps between student-vs-teacher PSNR / SSIM
     eval_latents: PositiveInt     # fixed latents of that evaluation
 
@@ -281,8 +284,8 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
     D = Discriminator(teacher.config.model_copy(update=config.discriminator.to_dict()))
     D = D.to(run.device)
     student_ema = copy.deepcopy(student).eval().requires_grad_(False)
-    opt_G = lazy_adam([p for p in student.parameters() if p.requires_grad], config.g_lr, 1,
-                      regularized=False)
+    opt_G = torch.optim.Adam([p for p in student.parameters() if p.requires_grad],
+                             lr=config.g_lr, betas=tuple(config.g_betas), eps=1e-8)
     opt_D = lazy_adam(D.parameters(), config.d_lr, config.r1_interval, config.r1_gamma > 0)
     probe = TeacherProbe(config, teacher, run.device)
     state = run.resume(identity, {"student": student, "student_ema": student_ema, "D": D,

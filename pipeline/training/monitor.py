@@ -73,6 +73,7 @@ class Monitor:
         self._sums: dict[str, torch.Tensor | float] = {}
         self._count = 0
         self._unchecked = 0  # steps recorded since the last NaN check
+        self._data_wait = 0.0  # seconds waited on the data loader, at the last log
         self._clock = time.perf_counter()
         self._clock_step = start_step
         self.live = None
@@ -115,9 +116,14 @@ class Monitor:
         check_finite(step - self._unchecked + 1, step, names, totals, state_hint, dist)
         self._unchecked = 0
 
-    def log(self, step: int, extra: dict[str, float] | None = None) -> dict[str, float]:
+    def log(self, step: int, extra: dict[str, float] | None = None,
+            data_wait: float | None = None) -> dict[str, float]:
         """Write the averaged metrics for the steps since the last call (at ``step``), plus
-        ``extra`` values logged as they are (e.g. an evaluation made at this step)."""
+        ``extra`` values logged as they are (e.g. an evaluation made at this step).
+
+        ``data_wait``, the seconds the run has waited on its data loader so far, gives
+        ``data_wait_share``: the share of the wall time since the last log spent waiting for
+        images (about 0 when the loader keeps ahead of the steps)."""
         now = time.perf_counter()
         names, totals = self._totals()
         metrics = {name: total / max(self._count, 1) for name, total in zip(names, totals.tolist())}
@@ -126,6 +132,10 @@ class Monitor:
         if step > self._clock_step and elapsed > 0:
             metrics["images_per_second"] = ((step - self._clock_step) * self.images_per_step
                                             / elapsed)
+            if data_wait is not None:
+                metrics["data_wait_share"] = (data_wait - self._data_wait) / elapsed
+        if data_wait is not None:
+            self._data_wait = data_wait
         self._sums, self._count, self._clock, self._clock_step = {}, 0, now, step
         if self.live is not None:
             self.live.step = step

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,7 +41,7 @@ from pipeline.images import save_png
 from pipeline.io import write_text
 from pipeline.seeding import step_generator
 from pipeline.snapshot import CheckpointError, load_checkpoint, save_checkpoint, save_snapshot
-from pipeline.training.data import StepBatchSampler, step_batches
+from pipeline.training.data import StepBatchSampler, TimedBatches, step_batches
 from pipeline.training.monitor import Monitor
 from pipeline.training.runtime import (
     broadcast_module,
@@ -153,6 +153,7 @@ class TrainingRun:
         self._monitor: Monitor | None = None
         self._progress_keys: tuple[str, ...] | None = None
         self._last_good = ""
+        self._batches: TimedBatches | None = None  # the run's dataset images, if it reads any
 
     def resume(self, identity: dict[str, Any], stateful: Mapping[str, Stateful],
                progress_keys: tuple[str, ...] | None = None) -> dict[str, Any] | None:
@@ -176,6 +177,7 @@ class TrainingRun:
             for name, obj in stateful.items():
                 obj.load_state_dict(state[name])
             self.start_step = state["step"]
+            self.last_metrics = state.get("last_metrics", {})  # what a finished run reports
         for obj in stateful.values():
             if isinstance(obj, nn.Module):
                 broadcast_module(obj, self.dist)
@@ -203,7 +205,7 @@ class TrainingRun:
         return step_generator(self.config.seed, step, self.dist.rank, stream)
 
     def real_batches(self, dataset: FaceDataset, pool: Sequence[int] | None = None,
-                     count: int | None = None) -> Iterator[torch.Tensor]:
+                     count: int | None = None) -> TimedBatches:
         """This rank's share of each remaining step's batch of dataset images, on :attr:`device`,
         one per step in order: ``count`` images over all ranks (default: the batch size) drawn
         from the dataset indices ``pool`` (default: all of them). Call after :meth:`resume`; the
@@ -212,7 +214,8 @@ class TrainingRun:
         count = self.config.batch_size if count is None else count
         sampler = StepBatchSampler(self.config.seed, self.start_step, self.config.steps, pool,
                                    count, self.dist)
-        return step_batches(dataset, sampler, self.device, self.config.data_workers)
+        self._batches = step_batches(dataset, sampler, self.device, self.config.data_workers)
+        return self._batches
 
     def record(self, step: int, values: dict[str, torch.Tensor | float]) -> None:
         """The end of a step's updates: its values are added, on the device, to the sums of the
@@ -231,7 +234,8 @@ class TrainingRun:
         if log_due or save_due:  # the NaN guard (agreed across ranks), before a log or a save
             self._monitor.check_finite(step, self._last_good, self.dist)
         if log_due:
-            self.last_metrics = self._monitor.log(step + 1, extra=log_extra)
+            waited = self._batches.wait_seconds if self._batches is not None else None
+            self.last_metrics = self._monitor.log(step + 1, extra=log_extra, data_wait=waited)
         if samples is not None and self.dist.is_main and self.due(step, self.config.sample_every):
             self._monitor.image("samples.png", samples())
         if save_due:
@@ -241,10 +245,11 @@ class TrainingRun:
         modules = {name: obj for name, obj in self._stateful.items() if isinstance(obj, nn.Module)}
         check_replicas_in_sync(modules, self.dist)
         if self.dist.is_main:
-            if extra.keys() & {"kind", "step", "identity", *self._stateful}:
+            if extra.keys() & {"kind", "step", "identity", "last_metrics", *self._stateful}:
                 raise ValueError(f"training-state entries {sorted(extra)} collide with the run's")
             save_checkpoint(self.paths.state, {
-                "kind": self.kind, "step": step, "identity": self.identity, **extra,
+                "kind": self.kind, "step": step, "identity": self.identity,
+                "last_metrics": self.last_metrics, **extra,
                 **{name: obj.state_dict() for name, obj in self._stateful.items()}})
             # After the state: a failed save leaves the config of the state it kept beside it.
             write_text(self.paths.state.with_name("config.json"),

@@ -237,3 +237,12 @@ def train_teacher(config: TrainTeacherConfig, *, dataset_dir: str | Path, paths:
         "steps": config.steps, "images_seen": config.steps * config.batch_size,
         "dataset_sha256": dataset.manifest_sha256})
     return run.last_metrics
+
+
+def trained_summary(config: TrainTeacherConfig, metrics: dict[str, float]) -> dict:
+    """What ``metrics/teacher.json`` records of a teacher trained here (``metrics``: the last
+    logged values), alike in shape to :func:`import_teacher`'s record."""
+    return {"source": "train", "model": config.model.to_dict(),
+            "parameters": sum(p.numel() for p in Generator(config.model).parameters()),
+            "steps": config.steps, "images_seen": config.steps * config.batch_size,
+            "final": metrics}
