@@ -30,7 +30,7 @@ TINY_DISTILL = {
     "perceptual": "multiscale-l1-ssim", "allow_download": False,
     "seed": 0, "batch_size": 8, "steps": 6, "g_lr": 0.005, "d_lr": 0.002,
     "lambda_perceptual": 1.0, "lambda_l1": 1.0, "lambda_adv": 0.01, "lambda_mapping": 1.0,
-    "g_betas": [0.0, 0.99],
+    "g_betas": [0.0, 0.99], "final_level_weight": 1.0,
     "r1_gamma": 0.01, "r1_interval": 2, "style_mixing": 0.5, "ema_kimg": 0.01, "xflip": True,
     "mixed_precision": False, "data_workers": 0, "checkpoint_every": 3, "log_every": 2,
     "eval_every": 3,

@@ -34,3 +34,11 @@ def test_path_length_of_a_linear_map():
     penalty, lengths, new_mean = losses.g_path_length_penalty(images, ws, torch.zeros(()))
     assert lengths.shape == (2,) and torch.isfinite(penalty)
     assert torch.allclose(new_mean, 0.01 * lengths.mean())
+
+
+def test_level_mean_weighs_the_final_level_alone():
+    from pipeline.training.losses import level_mean
+
+    terms = [torch.tensor(1.0), torch.tensor(2.0), torch.tensor(6.0)]
+    assert level_mean(terms, 1.0) == torch.stack(terms).mean()  # the paper's plain mean
+    assert level_mean(terms, 3.0) == (1 + 2 + 3 * 6) / 5

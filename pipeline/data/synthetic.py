@@ -255,6 +255,10 @@ def render_face(a: FaceAttributes, resolution: int) -> np.ndarray:
     rx, ry = a.face_rx, a.face_ry
     top = -ry
     hair = a.hair
+    # One output pixel in face units. The small features (eyes, pupils, lips, brows) are drawn
+    # at least about a pixel thick, so that at 32 px they stay visible features instead of
+    # sub-pixel smudges; from 128 px up no face reaches these floors.
+    pixel = 1 / (resolution * a.scale)
 
     # Shoulders and neck.
     with c.window(0, ry + 0.33, rx * 2.3 + 0.01):
@@ -314,31 +318,39 @@ def render_face(a: FaceAttributes, resolution: int) -> np.ndarray:
             paint(inner * (c.y < my + 0.002 + a.smile * 0.008), np.array([235, 232, 225]))
             paint(c.capsule(np.stack([xs, line + a.mouth_open * taper], axis=1), 0.007 * taper),
                   a.lip_colour)
-        paint(c.capsule(np.stack([xs, line - 0.002], axis=1), 0.006 * taper), a.lip_colour * 0.9)
+        paint(c.capsule(np.stack([xs, line - 0.002], axis=1), max(0.006, 0.55 * pixel) * taper),
+              a.lip_colour * 0.9)
 
     # Eyes: white, iris and pupil clipped to the eye, a dark lid line on top; then the brows.
+    eye_rx = max(a.eye_rx, 1.3 * pixel)
+    iris_r, pupil_r = max(eye_rx * 0.45, 0.75 * pixel), max(eye_rx * 0.2, 0.45 * pixel)
     for side in (-1, 1):
         ex = side * a.eye_dx
-        with c.window(ex, a.eye_y - 0.03, a.eye_rx * 1.3 + 0.05):
-            eye_ry = a.eye_rx * 0.5 * a.openness
-            white = c.ellipse(ex, a.eye_y, a.eye_rx, eye_ry)
-            paint(c.ellipse(ex, a.eye_y - eye_ry * 0.25, a.eye_rx * 1.08, eye_ry * 1.1),
+        with c.window(ex, a.eye_y - 0.03, eye_rx * 1.3 + 0.05):
+            eye_ry = max(eye_rx * 0.5 * a.openness, 0.8 * pixel)
+            white = c.ellipse(ex, a.eye_y, eye_rx, eye_ry)
+            paint(c.ellipse(ex, a.eye_y - eye_ry * 0.25, eye_rx * 1.08, eye_ry * 1.1),
                   a.skin * 0.55)
             paint(white, np.array([240, 238, 232]))
-            ix, iy = ex + a.gaze[0] * a.eye_rx * 0.5, a.eye_y + a.gaze[1] * eye_ry
-            paint(white * c.ellipse(ix, iy, a.eye_rx * 0.45, a.eye_rx * 0.45), a.iris)
-            paint(white * c.ellipse(ix, iy, a.eye_rx * 0.2, a.eye_rx * 0.2), np.array([12, 10, 10]))
-            glint = a.eye_rx * 0.12
+            ix, iy = ex + a.gaze[0] * eye_rx * 0.5, a.eye_y + a.gaze[1] * eye_ry
+            paint(white * c.ellipse(ix, iy, iris_r, iris_r), a.iris)
+            paint(white * c.ellipse(ix, iy, pupil_r, pupil_r), np.array([12, 10, 10]))
+            glint = eye_rx * 0.12
             paint(white * c.ellipse(ix - glint, iy - glint, glint * 0.7, glint * 0.7),
                   np.array([255, 255, 255]), 0.8)
+            # The upper lid and lashes: a dark line along the top of the eye.
+            lid = np.array([[ex - eye_rx, a.eye_y], [ex, a.eye_y - eye_ry],
+                            [ex + eye_rx, a.eye_y]])
+            paint(c.capsule(lid, max(0.0035, 0.3 * pixel) * np.array([0.5, 1.0, 0.5])),
+                  np.array([35, 25, 25]), 0.9)
 
             # Brows: a tapered stroke; tilt > 0 lowers the inner end (a frown).
             by = a.eye_y - 0.045 - a.brow_raise
-            inner, outer = ex - side * a.eye_rx, ex + side * a.eye_rx * 1.2
+            inner, outer = ex - side * eye_rx, ex + side * eye_rx * 1.2
             brow = np.array([[inner, by + a.brow_tilt * 0.03], [ex, by - 0.008],
                              [outer, by + 0.004]])
             brow_colour = np.minimum(hair, 150) * 0.8 if a.hair_style != "bald" else a.skin * 0.4
-            thickness = a.brow_thickness * np.array([1.0, 0.9, 0.4])
+            thickness = max(a.brow_thickness, 0.6 * pixel) * np.array([1.0, 0.9, 0.4])
             paint(c.capsule(brow, thickness), brow_colour)
 
     # Hair in front: a cap over the top of the head down to the hairline, or a fringe.

@@ -100,10 +100,12 @@ def _preset(resolution, channels, heads):
 # +3.2%, -0.5% / +0.3%, -1.5% / +3.9% (`python -m stages.complexity`; checked by the tests).
 # Only the last head counts at inference; the auxiliary heads are sized for training alone.
 # The tiny presets are students of the tiny StyleGAN2 teachers (same z, w and mapping network).
+# blaze-tiny-32's last head is 32 wide: at 16 its 32 px level lost most to the teacher (README,
+# "A default that draws faces": scripts/distill_sweep.py).
 PRESETS: dict[str, BlazeStyleGANConfig] = {
     "blaze-tiny-32": BlazeStyleGANConfig(resolution=32, z_dim=64, w_dim=64, mapping_layers=2,
                                          mapping_lr_mul=0.01, channels=[64, 64, 32],
-                                         head_channels=[16, 16, 16], noise=True),
+                                         head_channels=[16, 16, 32], noise=True),
     "blaze-tiny-64": BlazeStyleGANConfig(resolution=64, z_dim=64, w_dim=64, mapping_layers=2,
                                          mapping_lr_mul=0.01, channels=[64, 64, 32, 16],
                                          head_channels=[16, 16, 16, 16], noise=True),

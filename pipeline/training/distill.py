@@ -89,6 +89,7 @@ class DistillConfig(AdversarialConfig):
     lambda_l1: NonNegativeFloat
     lambda_adv: NonNegativeFloat
     lambda_mapping: NonNegativeFloat     # w regression of a distilled mapping (unused otherwise)
+    final_level_weight: Annotated[float, pydantic.Field(gt=0)]  # the last level's, in Eq. 4's means
     g_betas: Annotated[list[Annotated[float, pydantic.Field(ge=0, lt=1)]],
                        pydantic.Field(min_length=2, max_length=2)]  # the student's Adam betas
     eval_every: PositiveInt       # steps between student-vs-teacher PSNR / SSIM
@@ -239,8 +240,9 @@ def student_step(config: DistillConfig, student: BlazeStyleGAN, D: nn.Module,
         fake_logits = D(image).float()
     perceptual, l1 = losses.pyramid_losses([p.float() for p in pyramid], target, distance)
     g_adv = losses.g_nonsaturating_loss(fake_logits)
-    g_loss = (config.lambda_perceptual * torch.stack(perceptual).mean()
-              + config.lambda_l1 * torch.stack(l1).mean() + config.lambda_adv * g_adv)
+    g_loss = (config.lambda_perceptual * losses.level_mean(perceptual, config.final_level_weight)
+              + config.lambda_l1 * losses.level_mean(l1, config.final_level_weight)
+              + config.lambda_adv * g_adv)
     values = {"loss/g": g_loss.detach(), "loss/g_adv": g_adv.detach()}
     for level, p, d in zip(config.student.levels, perceptual, l1):
         values[f"loss/perceptual_{level}"], values[f"loss/l1_{level}"] = p.detach(), d.detach()

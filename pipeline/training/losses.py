@@ -78,6 +78,14 @@ def pyramid_losses(pyramid: list[torch.Tensor], target: torch.Tensor,
     return perceptual, l1
 
 
+def level_mean(terms: list[torch.Tensor], final_weight: float) -> torch.Tensor:
+    """The weighted mean of per-level terms (coarse to fine): every level weighs 1 except the
+    last, the shipped image's, which weighs ``final_weight`` (1: the plain mean of Eq. 4)."""
+    weights = torch.ones(len(terms), device=terms[0].device)
+    weights[-1] = final_weight
+    return (torch.stack(terms) * weights).sum() / weights.sum()
+
+
 def mapping_regression_loss(w_student: torch.Tensor, w_teacher: torch.Tensor) -> torch.Tensor:
     """Mean squared error between a distilled mapping network's w and the teacher's, (N, w_dim)."""
     return (w_student - w_teacher).pow(2).mean()
