@@ -61,6 +61,7 @@ def main(teacher: str = typer.Option("tiny-64", help=f"one of {sorted(TEACHERS)}
         metrics = distill(config, teacher_path=tmp / "teacher.pt", dataset_dir=data,
                           device=device, paths=RunPaths(snapshot=tmp / "student.pt",
                                                         state=tmp / "state.pt"))
+    metrics = metrics["training"]
     rate = metrics["images_per_second"]
     print(f"{teacher} -> {student} batch {batch} on {where(device)}: {rate:.3g} images/s "
           f"({batch / rate:.3f} s per step); {loader_note(images, stream, workers, metrics)}")

@@ -11,12 +11,15 @@ processes (0: in the training process). Prints figures; asserts nothing.
     python scripts/benchmark_teacher.py --preset ffhq-256 --batch 32 --images ../shared/data/faces \
         --stream --workers 2
     python scripts/benchmark_teacher.py --preset ffhq-256 --batch 32 --device cuda --workers 8
+    python scripts/benchmark_teacher.py --preset ffhq-256 --images ../shared/data/faces \
+        --decode-only     # what one image costs the process that decodes it
 """
 
 import contextlib
 import logging
 import platform
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,9 +75,21 @@ def main(preset: str = typer.Option("tiny-64", help=f"one of {sorted(PRESETS)}")
          stream: bool = typer.Option(False, help="read the images from disk at every step"),
          workers: int = typer.Option(0, help="DataLoader worker processes (0: in-process)"),
          device: str = typer.Option("auto", help="auto, cpu or cuda"),
-         mixed_precision: bool = typer.Option(True, help="bfloat16 autocast on CUDA")) -> None:
+         mixed_precision: bool = typer.Option(True, help="bfloat16 autocast on CUDA"),
+         decode_only: bool = typer.Option(False, help="only time decoding the prepared images "
+                                          "from disk, one by one")) -> None:
     logging.basicConfig(level=logging.WARNING)
     model = PRESETS[preset]
+    if decode_only:
+        with benchmark_dataset(model.resolution, max(batch, 8), images, stream=True) as data:
+            dataset = FaceDataset(data, in_memory=False)
+            start = time.perf_counter()
+            for i in range(len(dataset)):
+                dataset.pixels(i)
+            per_image = (time.perf_counter() - start) / len(dataset)
+        print(f"{model.resolution} px: {per_image * 1e3:.2f} ms per image decoded from disk "
+              f"({len(dataset)} images), {per_image * batch * 1e3:.0f} ms per batch of {batch}")
+        return
     params = yaml.safe_load(DEFAULTS.read_text())["train_teacher"]
     config = TrainTeacherConfig.model_validate({
         **params, "model": model.to_dict(), "batch_size": batch, "steps": warmup + steps,

@@ -1,7 +1,7 @@
 """The params of a real job, as `dvc exp run -S` overrides built from the model presets.
 
 Prints one ``-S key=value`` per line (or, with ``--yaml``, the same values as a params.yaml
-overlay), so that a job runs with no edit of params.yaml or dvc.yaml:
+overlay), so that a job runs as an experiment, with no edit of params.yaml:
 
     dvc exp run $(python scripts/preset.py distill-ffhq-256 --teacher-file ffhq-256.pt)
     dvc exp run $(python scripts/preset.py train-ffhq-256)

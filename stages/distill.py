@@ -21,7 +21,7 @@ app = stage_app(__doc__)
 @app.command()
 def main(
     params: Path = typer.Option(..., help="params file with a 'distill' section"),
-    teacher: Path = typer.Option(..., help="teacher snapshot (train_teacher or import_teacher)"),
+    teacher: Path = typer.Option(..., help="teacher snapshot (the teacher stage's)"),
     dataset: Path = typer.Option(..., help="dataset directory of real images (prepare stage)"),
     snapshot: Path = typer.Option(..., help="student snapshot to write (EMA, every head, config)"),
     state: Path = typer.Option(..., help="training state to resume from and save to"),

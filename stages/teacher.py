@@ -50,18 +50,20 @@ def main(
         if source.trains:
             config = load_config(params, "train_teacher", TrainTeacherConfig)
             log_config("train_teacher", config)
-            result = trained_summary(config, train_teacher(
-                config, dataset_dir=dataset, device=device, paths=RunPaths(
-                    snapshot=snapshot, state=state, live=live, samples=samples)))
+            trained = train_teacher(config, dataset_dir=dataset, device=device, paths=RunPaths(
+                snapshot=snapshot, state=state, live=live, samples=samples))
+        if not is_main_process():  # under torchrun, rank 0 alone writes (and imports)
+            return
+        if source.trains:
+            result = trained_summary(config, trained)
         else:
             result = import_teacher(source, pretrained_dir=pretrained, dataset_dir=dataset,
                                     snapshot=snapshot, samples=samples)
-        if is_main_process():
-            # The training state and logs outputs exist in both modes (DVC requires every
-            # declared output); an import leaves a previous training's untouched.
-            state.parent.mkdir(parents=True, exist_ok=True)
-            live.mkdir(parents=True, exist_ok=True)
-            write_json(metrics, result)
+        # The training state and logs outputs exist in both modes (DVC requires every declared
+        # output); an import leaves a previous training's in place.
+        state.parent.mkdir(parents=True, exist_ok=True)
+        live.mkdir(parents=True, exist_ok=True)
+        write_json(metrics, result)
 
 
 if __name__ == "__main__":

@@ -359,7 +359,9 @@ def test_teacher_stage_imports_a_checkpoint_named_in_params(tmp_path, dataset16)
     ("missing.pt", "teacher.source is 'missing.pt' but {pretrained}/missing.pt is not a file"),
     ("../g.pt", "teacher.source is '../g.pt': name a file under {pretrained}"),
     ("g.ckpt", "teacher.source is 'g.ckpt': expected 'train', a rosinality .pt"),
-    ("g.pkl", "{pretrained}/g.pkl: not a readable network pickle"),
+    ("/abs/g.pt", "teacher.source is '/abs/g.pt': name a file under {pretrained}"),
+    ("a/../../g.pt", "teacher.source is 'a/../../g.pt': name a file under {pretrained}"),
+    ("g.pkl", "teacher.source 'g.pkl': {pretrained}/g.pkl: not a readable network pickle"),
     ("small.pt", "teacher.source {pretrained}/small.pt is a 8 px generator but the dataset"),
 ])
 def test_teacher_stage_refuses_a_bad_source_in_one_line(tmp_path, dataset16, source, message):
@@ -378,3 +380,18 @@ def test_teacher_stage_refuses_a_bad_source_in_one_line(tmp_path, dataset16, sou
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert error and message.format(pretrained=pretrained) in error[0], result.stderr
     assert not (out / "teacher.pt").exists() and not (out / "teacher.json").exists()
+
+
+def test_switching_to_an_import_and_back_resumes_the_training_it_left(tmp_path, dataset16):
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    torch.save({"g_ema": rosinality_state(neutral_weights())}, pretrained / "g.pt")
+    trained, out, _ = teacher_stage(tmp_path, dataset16, "train")
+    assert trained.returncode == 0, trained.stderr
+    state = (out / "state" / "state.pt").read_bytes()
+    imported, out, metrics = teacher_stage(tmp_path, dataset16, "g.pt")
+    assert imported.returncode == 0 and metrics["format"] == "rosinality"
+    assert (out / "state" / "state.pt").read_bytes() == state  # left in place
+    again, out, metrics = teacher_stage(tmp_path, dataset16, "train")
+    assert again.returncode == 0 and "resuming from" in again.stderr, again.stderr
+    assert metrics["source"] == "train" and "loss/g" in metrics["final"]

@@ -241,3 +241,18 @@ def test_distilled_mapping_is_also_scored_through_its_own_w(tmp_path, teacher, d
     _, result = run(tmp_path, teacher, dataset,
                     distill_config(mapping="distilled", student=student))
     assert result["final"]["w_mse"] > 0 and "psnr_own_mapping" in result["final"]
+
+
+def test_the_students_adam_betas_and_final_level_weight_reach_the_step(tmp_path, teacher,
+                                                                      dataset):
+    from pipeline.snapshot import load_checkpoint
+
+    config = distill_config(steps=1, checkpoint_every=1, g_betas=[0.5, 0.9])
+    out, result = run(tmp_path, teacher, dataset, config)
+    groups = load_checkpoint(out / "state.pt")["opt_G"]["param_groups"]
+    assert all(tuple(group["betas"]) == (0.5, 0.9) for group in groups)
+    assert "images_per_second" in result["training"] and "loss/g" in result["training"]
+    # A heavier final level moves the loss the step optimizes (same draws, same initial weights).
+    _, heavier = run(tmp_path, teacher, dataset, distill_config(
+        steps=1, checkpoint_every=1, g_betas=[0.5, 0.9], final_level_weight=5.0), name="heavy")
+    assert heavier["training"]["loss/g"] != result["training"]["loss/g"]

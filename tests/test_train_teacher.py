@@ -241,3 +241,21 @@ def test_step_values_stay_tensors_until_a_log_reads_them_all_at_once():
     monitor.accumulate({"loss/g": torch.tensor(1.0)})
     with pytest.raises(TrainingDiverged, match=r"steps 3-4: loss/g is inf; stopped without saving"):
         monitor.check_finite(4, "hint")
+
+
+def test_a_bad_image_read_by_a_loader_worker_is_still_one_line(tmp_path, monkeypatch):
+    from pipeline.data.dataset import FaceDataset
+    from pipeline.errors import DataError
+
+    data = tmp_path / "data"
+    prepare_dataset("synthetic", data, PrepareConfig(**{**TINY_PREPARE, "resolution": 16}),
+                    workers=1)
+    image = sorted((data / "images").iterdir())[3]
+    image.write_bytes(image.read_bytes()[:60])  # truncated after prepare checked it
+    monkeypatch.setattr(FaceDataset, "AUTO_MEMORY_BYTES", 0)  # read in the worker, per step
+    with pytest.raises(DataError) as error:
+        train_teacher(teacher_config(data_workers=1, steps=30), dataset_dir=data, device="cpu",
+                      paths=RunPaths(snapshot=tmp_path / "t.pt", state=tmp_path / "s.pt"))
+    message = str(error.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"{image}: unreadable image"), message

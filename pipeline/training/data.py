@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from pipeline.data.dataset import FaceDataset, to_unit_range
+from pipeline.errors import PipelineError
 from pipeline.training.runtime import Distributed, rank_batch_indices
 
 PREFETCH_BATCHES = 4  # per worker: enough to hide a slow decode behind a few fast steps
@@ -63,15 +64,27 @@ class TimedBatches(Iterator[torch.Tensor]):
         start = time.perf_counter()
         try:
             return next(self._batches)
+        except PipelineError as e:
+            raise unwrapped(e) from None
         finally:
             self.wait_seconds += time.perf_counter() - start
+
+
+def unwrapped(error: PipelineError) -> PipelineError:
+    """A user error raised in a loader worker, as one line again: torch re-raises it in this
+    process as the same type with the worker's whole traceback for its message."""
+    message = str(error)
+    if not message.startswith("Caught "):
+        return error
+    last = message.strip().splitlines()[-1]  # "pipeline.errors.DataError: <the message>"
+    return type(error)(last.split(": ", 1)[1] if ": " in last else last)
 
 
 def step_batches(dataset: FaceDataset, sampler: StepBatchSampler, device: torch.device,
                  workers: int) -> TimedBatches:
     """The batches of ``sampler``'s steps, in order, as float32 in [-1, 1] on ``device``. The
     workers start at once, so they decode while the trainer finishes its set-up."""
-    if sampler.count == 0:  # e.g. an all-synthetic batch: no dataset image per step
+    if sampler.count == 0 or len(sampler) == 0:  # an all-synthetic batch, or no step left
         empty = torch.empty(0, 3, dataset.resolution, dataset.resolution, device=device)
         return TimedBatches(iter([empty] * len(sampler)))
     loader = torch.utils.data.DataLoader(

@@ -266,8 +266,9 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
     ``paths.state`` when it was made with the same config, teacher and dataset.
 
     Returns:
-        ``{"perceptual_backbone", "mapping", "steps", "initial": {...}, "final": {...}}``: the EMA
-        student's PSNR / SSIM per level against the teacher before training and at the end.
+        ``{"perceptual_backbone", "mapping", "steps", "initial": {...}, "final": {...},
+        "training": {...}}``: the EMA student's PSNR / SSIM per level against the teacher before
+        training and at the end, and the last logged training values (losses, images/s).
     """
     run = TrainingRun(config, paths, device, STATE_KIND)
     teacher = load_teacher(teacher_path, run.device)
@@ -333,4 +334,5 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
                       meta={"steps": config.steps, "student_sha256": sha256_file(paths.snapshot),
                             **identity})
     return {"perceptual_backbone": config.perceptual, "mapping": config.mapping,
-            "steps": config.steps, "initial": initial, "final": evaluation}
+            "steps": config.steps, "initial": initial, "final": evaluation,
+            "training": run.last_metrics}

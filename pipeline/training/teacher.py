@@ -1,6 +1,7 @@
-"""StyleGAN2 teacher training: the ``train_teacher`` stage's library.
+"""The StyleGAN2 teacher, the ``teacher`` stage's library: trained here (the ``train_teacher``
+section), or imported from a pretrained checkpoint (``teacher.source``).
 
-One step = four phases, as in StyleGAN2: D logistic loss, lazy R1 on reals (every
+Training: one step = four phases, as in StyleGAN2: D logistic loss, lazy R1 on reals (every
 ``r1_interval`` steps), G non-saturating loss, lazy path-length regularization (every
 ``pl_interval`` steps, when ``pl_weight`` > 0); then the EMA generator update. Adam uses
 StyleGAN2's betas (0, 0.99) with the lazy-regularization correction of learning rate and betas.
@@ -24,7 +25,7 @@ from pipeline.data.dataset import FaceDataset
 from pipeline.errors import ConfigError
 from pipeline.images import make_grid, save_png, to_pixels
 from pipeline.io import sha256_file
-from pipeline.models.convert import load_nvlabs, load_rosinality
+from pipeline.models.convert import CheckpointImportError, load_nvlabs, load_rosinality
 from pipeline.models.stylegan2 import TEACHER_KIND, Discriminator, Generator, StyleGAN2Config
 from pipeline.models.styles import sample_styles
 from pipeline.seeding import fixed_latents, seed_step
@@ -94,8 +95,11 @@ def import_teacher(config: TeacherConfig, *, pretrained_dir: str | Path,
         What was imported: file, format, sha256 and the generator's configuration.
     """
     path, checkpoint_format = pretrained_checkpoint(config.source, pretrained_dir)
-    G = (load_rosinality(path, config.mapping_lr_mul) if checkpoint_format == "rosinality"
-         else load_nvlabs(path))
+    try:
+        G = (load_rosinality(path, config.mapping_lr_mul) if checkpoint_format == "rosinality"
+             else load_nvlabs(path))
+    except CheckpointImportError as e:  # named as the params key that chose the file
+        raise ConfigError(f"teacher.source {config.source!r}: {e}") from None
     resolution = FaceDataset(dataset_dir).resolution
     if G.config.resolution != resolution:
         raise ConfigError(f"teacher.source {path} is a {G.config.resolution} px generator but the "
