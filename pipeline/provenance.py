@@ -13,13 +13,13 @@ from typing import Any
 from pipeline.config import read_yaml
 from pipeline.errors import ConfigError
 
-# The params.yaml sections a deployed generator depends on, from the dataset to the converted
-# file. A stage that records params_sha256 lists all of them as DVC params, so that the hash it
-# wrote is always the hash of the current values.
-MODEL_SECTIONS = ("prepare", "teacher", "train_teacher", "distill", "strip_heads", "export_onnx",
-                  "simplify_onnx", "convert_tflite")
+# The params.yaml sections a deployed generator depends on, from the dataset (`faces`, the
+# source `prepare` reads) to the converted file. A stage that records params_sha256 lists all of
+# them as DVC params, so that the hash it wrote is always the hash of the current values.
+MODEL_SECTIONS = ("faces", "prepare", "teacher", "train_teacher", "distill", "strip_heads",
+                  "export_onnx", "simplify_onnx", "convert_tflite")
 # The sections the exported inversion encoder depends on (its generator's, then its own).
-ENCODER_SECTIONS = ("prepare", "teacher", "train_teacher", "distill", "train_encoder",
+ENCODER_SECTIONS = ("faces", "prepare", "teacher", "train_teacher", "distill", "train_encoder",
                     "export_encoder")
 
 

@@ -3,8 +3,9 @@
 Prints one ``-S key=value`` per line (or, with ``--yaml``, the same values as a params.yaml
 overlay), so that a job runs as an experiment, with no edit of params.yaml:
 
-    dvc exp run $(python scripts/preset.py distill-ffhq-256 --teacher-file ffhq-256.pt)
-    dvc exp run $(python scripts/preset.py train-ffhq-256)
+    dvc exp run $(python scripts/preset.py distill-ffhq-256 --teacher-file ffhq-256.pt \
+        --data data/raw/ffhq-256.zip)
+    dvc exp run $(python scripts/preset.py train-ffhq-256 --data data/raw/ffhq-256.zip)
 
 Jobs:
 
@@ -14,9 +15,9 @@ Jobs:
 * ``train-ffhq-256``: train the ``ffhq-256`` teacher here with StyleGAN2-ADA's ``paper256``
   configuration (batch 64, lr 0.0025, R1 gamma 1, EMA 20 kimg, path length 2), then the same.
 
-Both read 256 px data: point the ``faces`` variable of dvc.yaml at an FFHQ folder or zip under
-data/raw. The model values come from the presets in ``pipeline/models`` (never copied), the
-training lengths from ``--kimg`` (thousands of images).
+Both read 256 px data: ``--data`` names an FFHQ folder or zip under data/raw (the ``faces``
+param; tracked with ``dvc add``). The model values come from the presets in ``pipeline/models``
+(never copied), the training lengths from ``--kimg`` (thousands of images).
 """
 
 import json
@@ -103,10 +104,12 @@ def main(name: str = typer.Argument(..., help=f"one of {', '.join(JOBS)}"),
                                              "ImageNet VGG19 / MobileNetV2 weights (sha256-"
                                              "checked)? Otherwise they must be in the torch hub "
                                              "cache"),
+         data: str = typer.Option(..., help="the FFHQ folder or zip under data/raw (the faces "
+                                  "param)"),
          as_yaml: bool = typer.Option(False, "--yaml", help="print a params.yaml overlay")) -> None:
     if name not in JOBS:
         raise typer.BadParameter(f"unknown job {name!r}; one of {', '.join(JOBS)}")
-    values = job(name, teacher_file, kimg, workers, allow_download)
+    values = {"faces": data, **job(name, teacher_file, kimg, workers, allow_download)}
     if as_yaml:
         sys.stdout.write(yaml.safe_dump(values, sort_keys=False))
     else:

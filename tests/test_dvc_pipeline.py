@@ -240,9 +240,8 @@ def test_real_data_tracked_by_dvc(tmp_path):
         Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(faces / f"{i}.png")
     (faces / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     dvc("add", "data/raw/faces", cwd=project)
-    dvc_yaml = project / "dvc.yaml"
-    dvc_yaml.write_text(dvc_yaml.read_text().replace("- faces: synthetic",
-                                                     "- faces: data/raw/faces"))
+    params = project / "params.yaml"  # the source is a param: no edit of dvc.yaml
+    params.write_text(params.read_text().replace("faces: synthetic", "faces: data/raw/faces"))
     dvc("repro", "prepare", cwd=project)  # the stages after it are covered above
     assert metrics(project)["images"] == 6
     assert metrics(project)["skipped_by_reason"]["unreadable"] == 1

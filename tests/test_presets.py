@@ -16,7 +16,8 @@ from test_dvc_yaml import CONFIGS
 @pytest.mark.parametrize("job, extra", [("distill-ffhq-256", ["--teacher-file", "ffhq-256.pt"]),
                                         ("train-ffhq-256", [])])
 def test_a_job_preset_applied_by_dvc_gives_valid_params(tmp_path, job, extra):
-    printed = subprocess.run([sys.executable, "scripts/preset.py", job, *extra], cwd=ROOT,
+    printed = subprocess.run([sys.executable, "scripts/preset.py", job, *extra, "--data",
+                              "data/raw/ffhq-256.zip"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.split("\n")
     overrides = [line.removeprefix("-S ") for line in printed if line]
     params = tmp_path / "params.yaml"
@@ -28,7 +29,9 @@ def test_a_job_preset_applied_by_dvc_gives_valid_params(tmp_path, job, extra):
     assert (encoder.num_ws, encoder.w_dim) == (student.num_ws, student.w_dim)
     assert configs["distill"].batch_size == 32 and configs["distill"].g_betas == [0.9, 0.999]
     assert configs["distill"].perceptual == "vgg19-imagenet"
-    source = yaml.safe_load(params.read_text())["teacher"]["source"]
+    values = yaml.safe_load(params.read_text())
+    assert values["faces"] == "data/raw/ffhq-256.zip"
+    source = values["teacher"]["source"]
     if job == "train-ffhq-256":
         assert source == "train" and configs["train_teacher"].model.resolution == 256
     else:
@@ -36,6 +39,7 @@ def test_a_job_preset_applied_by_dvc_gives_valid_params(tmp_path, job, extra):
 
 
 def test_an_import_job_without_its_checkpoint_is_refused():
-    result = subprocess.run([sys.executable, "scripts/preset.py", "distill-ffhq-256"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "scripts/preset.py", "distill-ffhq-256", "--data",
+                             "data/raw/ffhq.zip"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode != 0 and "--teacher-file" in result.stderr
