@@ -296,7 +296,6 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
                        progress_keys=("loss/g", "loss/d", "eval/psnr", "images_per_second"))
     initial = state["initial"] if state is not None else probe.evaluate(student_ema)
     evaluation, beta = dict(initial), ema_beta(config.batch_size, config.ema_kimg)
-
     batches = run.real_batches(dataset)
 
     for step in run.steps():
