@@ -9,6 +9,7 @@ runtime's traceback.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,21 @@ def tflite_interpreter(model: str | Path, threads: int):  # -> ai_edge_litert In
                              f"{len(interpreter.get_input_details())} and "
                              f"{len(interpreter.get_output_details())}")
     return interpreter
+
+
+def tflite_operators(model: str | Path) -> Counter[str]:
+    """The operators of a TFLite model by name, as converted (before a delegate takes them;
+    nothing is allocated, so a model that could not run here is listed too)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = Path(model)
+    _require_file(model, "TFLite model")
+    try:
+        interpreter = Interpreter(model_path=str(model))
+    except (ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{model}: not a TFLite model ({type(e).__name__})") from None
+    # The op list is only exposed by this private method.
+    return Counter(op["op_name"] for op in interpreter._get_ops_details())
 
 
 def run_tflite(model: str | Path, latents: np.ndarray, threads: int = 1) -> np.ndarray:

@@ -98,15 +98,76 @@ def test_config_validation(bad, words):
         BlazeStyleGANConfig.model_validate({**TINY.to_dict(), **bad})
 
 
+def reference_head(head, x, w):
+    """The paper's UpToRGB as written, gain after the activation (``lrelu_gain``); the subpixel
+    head's depth-to-space spelled out by index."""
+    from pipeline.models.layers import lrelu_gain
+
+    x = lrelu_gain(head.project(x * head.style(w) / math.sqrt(x.shape[1])))
+    for stage in head.up:
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        x = lrelu_gain(stage["pointwise"](stage["depthwise"](x)))
+    rgb = head.to_rgb(x)
+    if not head.subpixel:
+        return rgb
+    n, _, h, w_ = rgb.shape
+    out = torch.empty(n, 3, 2 * h, 2 * w_)
+    for c in range(3):
+        for i in range(2):
+            for j in range(2):
+                out[:, c, i::2, j::2] = rgb[:, 4 * c + 2 * i + j]
+    return out
+
+
+@pytest.mark.parametrize("head", ["bilinear", "subpixel"])
+def test_heads_fold_the_gain_and_keep_the_function(head):
+    from pipeline.models.blazestylegan import UpToRGB
+
+    torch.manual_seed(0)
+    module = UpToRGB(6, 8, 16, head)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x, w = torch.randn(2, 6, 4, 4), torch.randn(2, 16, 1, 1)
+    out = module(x, w)
+    assert out.shape == (2, 3, 16, 16)
+    assert (out - reference_head(module, x, w)).abs().max() < 1e-5
+    assert len(module.up) == (2 if head == "bilinear" else 1)
+
+
+def test_a_snapshot_from_before_the_head_field_loads_as_bilinear(tmp_path):
+    from pipeline.models.blazestylegan import STUDENT_KIND, load_student
+    from pipeline.snapshot import save_snapshot
+
+    student = BlazeStyleGAN(TINY)
+    config = TINY.to_dict()
+    del config["head"]
+    save_snapshot(tmp_path / "old.pt", STUDENT_KIND, student, config)
+    loaded = load_student(tmp_path / "old.pt")
+    assert loaded.config.head == "bilinear"
+    z = torch.randn(2, 16)
+    assert torch.equal(loaded(z)[0], student(z)[0])
+
+
+def test_the_subpixel_head_does_no_convolution_at_full_resolution():
+    bilinear = blaze_row("b", PRESETS["blaze-1024"])
+    subpixel = blaze_row("s", BlazeStyleGANConfig.model_validate(
+        {**PRESETS["blaze-1024"].to_dict(), "head": "subpixel"}))
+    assert abs(subpixel["params_M"] / bilinear["params_M"] - 1) < 0.01
+    assert subpixel["gflops"] < 0.5 * bilinear["gflops"]
+
+
 @pytest.mark.parametrize("input_kind", ["z", "w"])
-@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
-def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout):
+@pytest.mark.parametrize("layout, head", [("nchw", "bilinear"), ("nhwc", "bilinear"),
+                                          ("nhwc", "subpixel")])
+def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout, head):
     from pipeline.models.complexity import count_flops, count_parameters
     from pipeline.models.inference import strip_aux_heads
     from pipeline.models.styles import broadcast_ws
 
     torch.manual_seed(0)
-    student = BlazeStyleGAN(TINY).eval()
+    student = BlazeStyleGAN(BlazeStyleGANConfig.model_validate({**TINY.to_dict(),
+                                                                "head": head})).eval()
     with torch.no_grad():
         for p in student.parameters():
             p.add_(torch.randn_like(p) * 0.1)

@@ -55,6 +55,7 @@ from pipeline.runtimes import (
     run_onnx,
     run_tflite,
     tensor_interface,
+    tflite_operators,
 )
 from pipeline.similarity import PSNR_MAX_DB
 
@@ -133,12 +134,7 @@ def select_tf_ops(model: str | Path) -> set[str]:
     """Names of the TensorFlow Select ("Flex") ops in a TFLite model. They only run where the
     Flex delegate is linked in (e.g. in a process that imported TensorFlow, like this
     conversion), so a model that has any passes a check here and fails on device."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    # The op list is only exposed by this private method (no allocation needed, so it works on
-    # models that would fail to allocate without the Flex delegate).
-    ops = Interpreter(model_path=str(model))._get_ops_details()
-    return {op["op_name"] for op in ops if op["op_name"].startswith("Flex")}
+    return {name for name in tflite_operators(model) if name.startswith("Flex")}
 
 
 def output_layout(name: str, tflite_shape: list[int], pytorch_shape: tuple[int, ...],

@@ -62,8 +62,13 @@ def blaze_row(name: str, config: BlazeStyleGANConfig) -> dict:
 
 
 def preset_rows() -> list[dict]:
+    """The StyleGAN2 and BlazeStyleGAN presets; the paper-sized students also with the subpixel
+    head (``head: subpixel``, same widths)."""
+    subpixel = [blaze_row(f"{name} subpixel", BlazeStyleGANConfig.model_validate(
+                    {**config.to_dict(), "head": "subpixel"}))
+                for name, config in BLAZE_PRESETS.items() if config.resolution >= 256]
     return ([stylegan2_row(f"stylegan2 {name}", config) for name, config in PRESETS.items()]
-            + [blaze_row(name, config) for name, config in BLAZE_PRESETS.items()])
+            + [blaze_row(name, config) for name, config in BLAZE_PRESETS.items()] + subpixel)
 
 
 def format_table(rows: list[dict]) -> str:
