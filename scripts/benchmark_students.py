@@ -10,10 +10,18 @@ peak, speed-up over the bilinear head of the same preset) and, with ``--json``, 
 figure. Asserts nothing.
 
     python scripts/benchmark_students.py --presets blaze-256,blaze-512,blaze-1024 --threads 2
+    python scripts/benchmark_students.py --presets blaze-1024 --heads bilinear \
+        --extra 'wide={"preset": "blaze-1024", "head": "subpixel", "head_channels": [32, 32, 32,
+                32, 32, 32, 16, 64]}'
+
+``--extra NAME=JSON`` adds a model: a preset (the JSON's ``preset``) with the other keys of the
+JSON overriding its config; its speed-up is against the bilinear head of that preset when that
+is in the run.
 """
 
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,35 +32,47 @@ from pipeline.models.blazestylegan import PRESETS, BlazeStyleGAN, BlazeStyleGANC
 from pipeline.models.complexity import blaze_row
 from pipeline.models.inference import strip_aux_heads
 from pipeline.models.units import randomize_like_trained
-from pipeline.profiling import export_for_timing, throughput, time_interleaved
+from pipeline.profiling.chain import export_for_timing, throughput, time_interleaved
+
+
+def configs(presets: str, heads: str, extra: list[str]
+            ) -> Iterator[tuple[str, str, BlazeStyleGANConfig]]:
+    """(name, preset, config) of every model to time."""
+    for preset in presets.split(","):
+        for head in heads.split(","):
+            yield f"{preset} {head}", preset, BlazeStyleGANConfig.model_validate(
+                {**PRESETS[preset].to_dict(), "head": head})
+    for spec in extra:
+        name, _, text = spec.partition("=")
+        overrides = json.loads(text)
+        preset = overrides.pop("preset")
+        yield name, preset, BlazeStyleGANConfig.model_validate({**PRESETS[preset].to_dict(),
+                                                                 **overrides})
 
 
 def main(presets: str = typer.Option("blaze-256,blaze-512,blaze-1024",
                                      help=f"comma-separated, of {', '.join(PRESETS)}"),
          heads: str = typer.Option("bilinear,subpixel", help="comma-separated head variants"),
+         extra: list[str] = typer.Option([], help="NAME=JSON: a preset with overrides"),
          threads: int = typer.Option(2), warmup: int = typer.Option(5),
          runs: int = typer.Option(20), rounds: int = typer.Option(5),
          json_out: Path = typer.Option(None, "--json", help="write every figure here")) -> None:
     generator = torch.Generator().manual_seed(0)
     rows, models = {}, {}
     with tempfile.TemporaryDirectory(prefix="benchmark_students-") as tmp:
-        for preset in presets.split(","):
-            for head in heads.split(","):
-                config = BlazeStyleGANConfig.model_validate({**PRESETS[preset].to_dict(),
-                                                             "head": head})
-                torch.manual_seed(0)
-                student = randomize_like_trained(BlazeStyleGAN(config))
-                latents = torch.randn(4, config.w_dim, generator=generator)
-                name = f"{preset} {head}"
-                exported = export_for_timing(strip_aux_heads(student, "w", "nhwc"), latents,
-                                             Path(tmp) / name.replace(" ", "_"))
-                row = blaze_row(name, config)
-                rows[name] = {"preset": preset, "head": head, "params_M": row["params_M"],
-                              "float32_max_abs_error": exported.float32_max_abs_error,
-                              "float16_psnr_db": exported.float16_psnr_db,
-                              "float16_bytes": exported.tflite["float16"].stat().st_size,
-                              "gflops": exported.gflops}
-                models[name] = exported.tflite["float16"]
+        for i, (name, preset, config) in enumerate(configs(presets, heads, extra)):
+            torch.manual_seed(0)
+            student = randomize_like_trained(BlazeStyleGAN(config))
+            latents = torch.randn(4, config.w_dim, generator=generator)
+            exported = export_for_timing(strip_aux_heads(student, "w", "nhwc"), latents,
+                                         Path(tmp) / f"model{i}")
+            rows[name] = {"preset": preset, "config": config.to_dict(),
+                          "params_M": blaze_row(name, config)["params_M"],
+                          "float32_max_abs_error": exported.float32_max_abs_error,
+                          "float16_psnr_db": exported.float16_psnr_db,
+                          "float16_bytes": exported.tflite["float16"].stat().st_size,
+                          "gflops": exported.gflops}
+            models[name] = exported.tflite["float16"]
         peak = max(latency.sgemm_peak_gflops(threads) for _ in range(3))
         timings = time_interleaved(models, threads, warmup, runs, rounds)
     for name, row in rows.items():

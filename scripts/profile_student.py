@@ -26,7 +26,7 @@ from pipeline.metrics import latency
 from pipeline.models.blazestylegan import PRESETS, BlazeStyleGAN, BlazeStyleGANConfig, load_student
 from pipeline.models.inference import strip_aux_heads
 from pipeline.models.units import randomize_like_trained, student_units
-from pipeline.profiling import export_for_timing, throughput, time_interleaved
+from pipeline.profiling.chain import export_for_timing, throughput, time_interleaved
 
 
 def build(preset: str | None, head: str | None, student: Path | None) -> BlazeStyleGAN:

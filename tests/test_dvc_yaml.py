@@ -22,6 +22,7 @@ from pipeline.metrics.evaluate import EvaluateConfig
 from pipeline.metrics.inversion import EvaluateEncoderConfig
 from pipeline.metrics.reference import FidConfig, ReferenceStatsConfig
 from pipeline.metrics.stylizer import EvaluateStylizersConfig
+from pipeline.profiling.speed_data import MeasureLatencyConfig
 from pipeline.provenance import ENCODER_SECTIONS, MODEL_SECTIONS, stylizer_sections
 from pipeline.training.distill import DistillConfig
 from pipeline.training.encoder import TrainEncoderConfig
@@ -37,7 +38,8 @@ CONFIGS = {"prepare": PrepareConfig, "teacher": TeacherConfig,
            "train_encoder": TrainEncoderConfig, "export_encoder": ExportEncoderConfig,
            "evaluate_encoder": EvaluateEncoderConfig, "stylize": StylizeConfig,
            "face_models": FaceModelsConfig, "export_stylizer": ExportStylizerConfig,
-           "evaluate_stylizers": EvaluateStylizersConfig}
+           "evaluate_stylizers": EvaluateStylizersConfig,
+           "measure_latency": MeasureLatencyConfig}
 # Sections read by several stages, besides their own.
 SHARED = {"teacher": ["train_teacher"], "reference_stats": ["fid"], "evaluate": ["fid"],
           "evaluate_stylizers": ["styles"]}

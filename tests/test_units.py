@@ -57,7 +57,7 @@ def test_randomize_like_trained_leaves_no_zero_bias():
 
 @pytest.mark.slow
 def test_a_unit_through_the_chain_is_checked_and_listed(tmp_path):
-    from pipeline.profiling import export_for_timing, throughput, time_interleaved
+    from pipeline.profiling.chain import export_for_timing, throughput, time_interleaved
 
     head = next(u for u in student_units(tiny_student("subpixel")) if u.kind == "head")
     exported = export_for_timing(head.model, torch.randn(2, 16), tmp_path / "head")

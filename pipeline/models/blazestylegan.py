@@ -96,10 +96,10 @@ class BlazeStyleGANConfig(StageConfig):
                                conv_clamp=None, noise=False)
 
 
-def _preset(resolution, channels, heads, head="bilinear"):
+def _preset(resolution, channels, heads):
     return BlazeStyleGANConfig(resolution=resolution, z_dim=512, w_dim=512, mapping_layers=8,
                                mapping_lr_mul=0.01, channels=channels, head_channels=heads,
-                               noise=True, head=head)
+                               noise=True)
 
 
 # Channel widths fitted so the inference synthesis network matches the paper's Table 1 (2.01 M /
@@ -180,7 +180,7 @@ class UpToRGB(nn.Module):
     and a 1x1 convolution to the 12 values of each 2x2 RGB block, rearranged by depth-to-space
     (``subpixel``, as in ESPCN's sub-pixel convolution: each output pixel is a linear function of
     one half-resolution feature vector). (A stride-2 transposed convolution computes the same
-    function; XNNPACK runs it 1.6x slower here at 1024 px.)
+    function; XNNPACK ran it about 1.5x slower here at 1024 px: docs/dependencies.md.)
 
     The activations' gain sqrt(2) is folded into the weights of the convolution before each
     LeakyReLU (the same function as :func:`pipeline.models.layers.lrelu_gain` after it, with no

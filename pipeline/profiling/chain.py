@@ -4,9 +4,7 @@ against PyTorch), then all of them timed on LiteRT in one process, in interleave
 machine's sgemm peak measured in the same process. Used by the benchmark scripts (the student's
 units, ``scripts/profile_student.py``; whole graphs side by side,
 ``scripts/benchmark_students.py``); the latency search's speed-model data is measured the same
-way.
-
-This module sits above the export and metrics layers, which it combines.
+way (:mod:`pipeline.profiling.speed_data`).
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,18 +79,29 @@ def export_for_timing(model: nn.Module, inputs: torch.Tensor, out_dir: Path,
 
 
 def time_interleaved(models: Mapping[str, Path], threads: int, warmup: int, runs: int,
-                     rounds: int) -> dict[str, dict[str, float]]:
+                     rounds: int, shuffle_seed: int | None = None) -> dict[str, dict[str, Any]]:
     """p50 latency (ms) of each TFLite model on LiteRT: ``rounds`` rounds, each timing every model
     once (warm-up, then ``runs`` timed runs, batch 1) in turn, so that a slow spell of the machine
-    touches all of them alike. Per model: the median of the rounds' p50s, their spread (max - min)
-    and every round's p50."""
+    touches all of them alike; with ``shuffle_seed``, each round in its own shuffled order. Per
+    model: the median of the rounds' p50s, their spread (max - min), their coefficient of
+    variation (standard deviation / mean) and every round's p50."""
     runners = {name: latency.litert_runner(path, threads) for name, path in models.items()}
     p50s: dict[str, list[float]] = {name: [] for name in models}
+    order = list(models)
+    rng = np.random.default_rng(shuffle_seed)
     for _ in range(rounds):
-        for name, run in runners.items():
-            p50s[name].append(latency.time_runs(run, warmup, runs)["p50_ms"])
-    return {name: {"p50_ms": float(np.median(v)), "spread_ms": float(max(v) - min(v)),
-                   "rounds_ms": v} for name, v in p50s.items()}
+        if shuffle_seed is not None:
+            rng.shuffle(order)
+        for name in order:
+            p50s[name].append(latency.time_runs(runners[name], warmup, runs)["p50_ms"])
+    return {name: summarize_rounds(v) for name, v in p50s.items()}
+
+
+def summarize_rounds(p50s: list[float]) -> dict[str, Any]:
+    """The median, spread, coefficient of variation and list of a model's per-round p50s."""
+    values = np.asarray(p50s)
+    return {"p50_ms": float(np.median(values)), "spread_ms": float(values.max() - values.min()),
+            "cv": float(values.std() / values.mean()), "rounds_ms": [float(v) for v in values]}
 
 
 def throughput(ms: float, gflops: float, peak_gflops: float) -> dict[str, float]:

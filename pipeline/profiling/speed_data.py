@@ -1,0 +1,299 @@
+"""The latency search's speed-model data (the ``measure_latency`` stage): micro-models of the
+student's units over sampled configurations, each exported by the pipeline's own chain and timed
+on LiteRT with the evaluate stage's protocol.
+
+* **Units** (:mod:`pipeline.models.units`): a level's block (2x bilinear upsampling and two
+  modulated separable convolutions; the first level's, from the learned 2x2 constant, has no
+  upsampling) of feature size s and widths in -> out, and the last head (feature size R / 4,
+  input width, hidden width, head variant). The mapping network and the per-invoke overhead are
+  measured once, as constants.
+* **Configurations**: feature sizes from the preset's geometry (``measure_latency.preset``: the
+  256 px preset's by default, where latency means something), widths multiples of 8 up to
+  ``widen`` times the preset's widest, drawn with a seeded generator; the preset's own units are
+  always among them.
+* **Timing**: every micro-model in one process, ``passes`` passes each in its own shuffled order
+  (warm-up, ``runs`` timed runs, p50), a point's latency the median of its passes' p50s less the
+  overhead's; points whose passes vary by more than ``max_cv`` are timed ``remeasure_passes``
+  more times.
+* **Operators**: all micro-models of one kind have the same TFLite operators, and those are
+  operators the preset's whole inference graph uses (the micro-model's input scaffolding apart).
+* **Resumable**: each exported micro-model is kept in the state directory as soon as it is
+  checked, so a killed run exports only what it had not; timing is redone whole (seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pydantic
+import torch
+from torch import nn
+
+from pipeline.config import PositiveInt, StageConfig
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path, write_json
+from pipeline.models.blazestylegan import (
+    PRESETS,
+    BlazeStyleGAN,
+    BlazeStyleGANConfig,
+    ModulatedSeparableConv,
+    UpToRGB,
+)
+from pipeline.models.inference import strip_aux_heads
+from pipeline.models.units import BlockUnit, HeadUnit, Overhead, randomize_like_trained
+from pipeline.profiling.chain import export_for_timing, summarize_rounds, time_interleaved
+
+log = logging.getLogger(__name__)
+SCAFFOLDING = {"STRIDED_SLICE"}  # a unit's own input plumbing (units.BlockUnit), not the graph's
+
+
+class MeasureLatencyConfig(StageConfig):
+    """The ``measure_latency`` section of params.yaml."""
+
+    preset: str                      # the student preset whose geometry is sampled
+    head: Literal["bilinear", "subpixel"]
+    widen: Annotated[float, pydantic.Field(ge=1)]  # widths up to widen x the preset's widest
+    blocks: Annotated[int, pydantic.Field(ge=0)]   # sampled block configurations (beyond the
+    heads: Annotated[int, pydantic.Field(ge=0)]    # preset's own) and sampled head ones
+    seed: int
+    threads: PositiveInt
+    warmup: PositiveInt
+    runs: PositiveInt
+    passes: Annotated[int, pydantic.Field(ge=2)]
+    max_cv: Annotated[float, pydantic.Field(gt=0)]
+    remeasure_passes: Annotated[int, pydantic.Field(ge=0)]
+
+    @pydantic.field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown student preset {value!r}; one of {', '.join(PRESETS)}")
+        return value
+
+    def student(self) -> BlazeStyleGANConfig:
+        return BlazeStyleGANConfig.model_validate({**PRESETS[self.preset].to_dict(),
+                                                   "head": self.head})
+
+
+class UnitSpec(pydantic.BaseModel):
+    """One micro-model: a block (feature size, widths in -> out, upsampling or not) or a head
+    (input feature size, input width, hidden width ``out_channels``, variant)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["block", "head"]
+    size: PositiveInt
+    in_channels: PositiveInt
+    out_channels: PositiveInt
+    upsample: bool = True
+    head: Literal["bilinear", "subpixel"] = "bilinear"
+
+    @property
+    def key(self) -> str:
+        if self.kind == "block":
+            return (f"block-s{self.size}-i{self.in_channels}-o{self.out_channels}"
+                    f"{'' if self.upsample else '-const'}")
+        return f"head-{self.head}-s{self.size}-i{self.in_channels}-h{self.out_channels}"
+
+
+def preset_units(student: BlazeStyleGANConfig) -> list[UnitSpec]:
+    """The units of the student's own inference graph."""
+    specs, in_ch = [], student.channels[0]
+    for level, (resolution, out_ch) in enumerate(zip(student.levels, student.channels)):
+        specs.append(UnitSpec(kind="block", size=resolution // 4, in_channels=in_ch,
+                              out_channels=out_ch, upsample=level > 0))
+        in_ch = out_ch
+    specs.append(UnitSpec(kind="head", size=student.resolution // 4,
+                          in_channels=student.channels[-1],
+                          out_channels=student.head_channels[-1], head=student.head))
+    return specs
+
+
+def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
+    """The preset's own units, then ``blocks`` + ``heads`` sampled ones (no duplicates)."""
+    student = config.student()
+    rng = np.random.default_rng(config.seed)
+    widest = {"block": max(student.channels), "head": max(student.head_channels)}
+    widths = {kind: np.arange(8, int(w * config.widen) + 1, 8) for kind, w in widest.items()}
+    specs = dict.fromkeys(preset_units(student))
+    sizes = [r // 4 for r in student.levels[1:]]
+    for kind, count in (("block", config.blocks), ("head", config.heads)):
+        wanted, tries = len(specs) + count, 0
+        while len(specs) < wanted and tries < 100 * (count + 1):
+            tries += 1
+            cin, cout = (int(c) for c in rng.choice(widths[kind], 2))
+            if kind == "block":
+                spec = UnitSpec(kind="block", size=int(rng.choice(sizes)), in_channels=cin,
+                                out_channels=cout)
+            else:
+                cin = int(rng.choice(widths["block"]))
+                spec = UnitSpec(kind="head", size=student.resolution // 4, in_channels=cin,
+                                out_channels=cout, head=student.head)
+            specs.setdefault(spec)
+    return list(specs)
+
+
+def unit_model(spec: UnitSpec, w_dim: int, seed: int) -> nn.Module:
+    """The micro-model of ``spec``, the student's own modules with random weights (non-zero
+    biases and noise, as trained) and a standard normal constant feature input."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if spec.kind == "block":
+        size_in = spec.size // 2 if spec.upsample else spec.size
+        convs = nn.ModuleList([
+            ModulatedSeparableConv(spec.in_channels, spec.out_channels, w_dim, spec.size, True),
+            ModulatedSeparableConv(spec.out_channels, spec.out_channels, w_dim, spec.size, True)])
+        features = torch.randn(1, spec.in_channels, size_in, size_in, generator=generator)
+        model = BlockUnit(features, convs, upsample=spec.upsample)
+    else:
+        features = torch.randn(1, spec.in_channels, spec.size, spec.size, generator=generator)
+        model = HeadUnit(features, UpToRGB(spec.in_channels, spec.out_channels, w_dim, spec.head))
+    return _randomize(model, generator).eval()
+
+
+def _randomize(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ModulatedSeparableConv):
+                module.bias.normal_(0, 0.1, generator=generator)
+                module.noise_strength.fill_(0.1)
+            elif isinstance(module, nn.Conv2d) and module.bias is not None:
+                module.bias.normal_(0, 0.1, generator=generator)
+    return model
+
+
+def machine_record(threads: int) -> dict[str, Any]:
+    """What the latencies were measured on: CPU model and count, threads, runtime versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads,
+            "machine": platform.machine(), "litert": version("ai-edge-litert"),
+            "onnx2tf": version("onnx2tf"), "tensorflow": version("tensorflow"),
+            "torch": version("torch")}
+
+
+def _exported(name: str, model: nn.Module, input_dim: int, state: Path, seed: int) -> dict:
+    """Export ``model`` into ``state/name`` unless a checked export is there already; its
+    record (FLOPs, checks, operators, the float16 file)."""
+    directory = state / name
+    record_path = directory / "export.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    inputs = torch.randn(2, input_dim, generator=torch.Generator().manual_seed(seed))
+    exported = export_for_timing(model, inputs, directory)
+    for leftover in ("model.onnx", "simplified.onnx", "model_float32.tflite"):
+        (directory / leftover).unlink(missing_ok=True)
+    record = {"gflops": exported.gflops, "float32_max_abs_error": exported.float32_max_abs_error,
+              "float16_psnr_db": exported.float16_psnr_db, "operators": exported.operators,
+              "tflite": str(exported.tflite["float16"].relative_to(state))}
+    write_json(record_path, record)  # last: its presence marks a finished export
+    return record
+
+
+def check_operators(records: dict[str, dict], specs: dict[str, UnitSpec],
+                    graph_ops: set[str]) -> dict[str, dict[str, int]]:
+    """Every micro-model of one kind (block with or without upsampling, head variant) has the
+    same operators, and they are operators of the whole graph; returns them per kind."""
+    per_kind: dict[str, dict[str, int]] = {}
+    for key, spec in specs.items():
+        kind = spec.key.split("-s")[0] + ("" if spec.upsample else "-const")
+        ops = records[key]["operators"]
+        if kind in per_kind and per_kind[kind] != ops:
+            raise PipelineError(f"micro-model {key}: TFLite operators {ops} differ from the "
+                                f"other {kind} micro-models' {per_kind[kind]}")
+        foreign = set(ops) - graph_ops - SCAFFOLDING
+        if foreign:
+            raise PipelineError(f"micro-model {key}: operators {sorted(foreign)} are not in the "
+                                f"whole graph's; it does not measure what the model runs")
+        per_kind[kind] = ops
+    return per_kind
+
+
+def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> dict:
+    """Export (resumably, into ``state``) and time the micro-models; write the dataset to the
+    directory ``out`` (``points.json``); return the stage's metrics."""
+    student = config.student()
+    specs = {spec.key: spec for spec in sample_units(config)}
+    state.mkdir(parents=True, exist_ok=True)
+    graph = strip_aux_heads(randomize_like_trained(BlazeStyleGAN(student), config.seed),
+                            "w", "nhwc")
+    constants = {"overhead": (Overhead(), student.w_dim), "graph": (graph, student.w_dim),
+                 "mapping": (graph_mapping(student, config.seed), student.z_dim)}
+    records = {}
+    for i, (name, (model, dim)) in enumerate(constants.items()):
+        records[name] = _exported(name, model, dim, state, config.seed + i)
+    for i, (key, spec) in enumerate(specs.items()):
+        log.info("micro-model %d/%d: %s", i + 1, len(specs), key)
+        records[key] = _exported(key, unit_model(spec, student.w_dim, config.seed + i),
+                                 student.w_dim, state, config.seed + i)
+    operators = check_operators(records, specs, set(records["graph"]["operators"]))
+    timings = _timed(records, state, config)
+    overhead = timings["overhead"]["p50_ms"]
+    points = [{**spec.model_dump(), "key": key, "gflops": records[key]["gflops"],
+               "latency_ms": timings[key]["p50_ms"] - overhead, **timings[key],
+               "operators": records[key]["operators"]} for key, spec in specs.items()]
+    dataset = {"machine": machine_record(config.threads), "config": config.to_dict(),
+               "student": student.to_dict(), "overhead_ms": overhead,
+               "mapping_ms": timings["mapping"]["p50_ms"] - overhead,
+               "graph_ms": timings["graph"]["p50_ms"] - overhead,
+               "graph_gflops": records["graph"]["gflops"], "operators": operators,
+               "points": points}
+    with atomic_path(out, directory=True) as tmp:
+        write_json(tmp / "points.json", dataset)
+    cvs = [p["cv"] for p in points]
+    return {"points": len(points), "blocks": sum(p["kind"] == "block" for p in points),
+            "heads": sum(p["kind"] == "head" for p in points), "overhead_ms": overhead,
+            "graph_ms": dataset["graph_ms"], "max_cv": max(cvs), "median_cv": float(np.median(cvs)),
+            "remeasured": sum(len(p["rounds_ms"]) > config.passes for p in points),
+            "machine": dataset["machine"], "digest": _digest(dataset["points"])}
+
+
+def graph_mapping(student: BlazeStyleGANConfig, seed: int) -> nn.Module:
+    """The preset's mapping network (z -> w), random weights."""
+    torch.manual_seed(seed)
+    return BlazeStyleGAN(student).mapping.eval()
+
+
+def _timed(records: dict[str, dict], state: Path, config: MeasureLatencyConfig) -> dict:
+    """Time every exported model in shuffled passes; time again those that varied too much."""
+    paths = {name: state / record["tflite"] for name, record in records.items()}
+    timings = time_interleaved(paths, config.threads, config.warmup, config.runs, config.passes,
+                               shuffle_seed=config.seed)
+    noisy = [name for name, t in timings.items() if t["cv"] > config.max_cv]
+    if noisy and config.remeasure_passes:
+        log.info("timing %d points again (coefficient of variation above %g)", len(noisy),
+                 config.max_cv)
+        again = time_interleaved({name: paths[name] for name in noisy}, config.threads,
+                                 config.warmup, config.runs, config.remeasure_passes,
+                                 shuffle_seed=config.seed + 1)
+        for name in noisy:
+            timings[name] = summarize_rounds(timings[name]["rounds_ms"]
+                                             + again[name]["rounds_ms"])
+    return timings
+
+
+def _digest(points: list[dict]) -> str:
+    """A short hash of the configurations measured (not of their times)."""
+    keys = sorted(p["key"] for p in points)
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]

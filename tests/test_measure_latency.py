@@ -1,0 +1,104 @@
+"""The speed-model data (measure_latency): sampled micro-models, their operator check, and a
+resumable measurement through the real chain."""
+
+import json
+
+import pytest
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.profiling import speed_data
+from pipeline.profiling.speed_data import (
+    MeasureLatencyConfig,
+    UnitSpec,
+    check_operators,
+    preset_units,
+    sample_units,
+    unit_model,
+)
+
+CONFIG = {"preset": "blaze-256", "head": "bilinear", "widen": 2.0, "blocks": 6, "heads": 2,
+          "seed": 0, "threads": 1, "warmup": 1, "runs": 2, "passes": 2, "max_cv": 0.1,
+          "remeasure_passes": 1}
+
+
+def test_samples_hold_the_preset_units_and_valid_widths():
+    config = MeasureLatencyConfig.model_validate(CONFIG)
+    specs = sample_units(config)
+    own = preset_units(config.student())
+    assert specs[:len(own)] == own and len(specs) == len(own) + 8
+    assert len({s.key for s in specs}) == len(specs)
+    sampled = specs[len(own):]
+    assert all(s.in_channels % 8 == 0 and s.out_channels % 8 == 0 for s in sampled)
+    assert all(s.out_channels <= 2 * 256 for s in sampled if s.kind == "block")
+    assert {s.size for s in sampled if s.kind == "block"} <= {4, 8, 16, 32, 64}
+    assert all(s.size == 64 for s in specs if s.kind == "head")
+    assert sample_units(config) == specs  # seeded
+
+
+def test_preset_units_follow_the_student():
+    config = MeasureLatencyConfig.model_validate(CONFIG).student()
+    specs = preset_units(config)
+    assert [s.size for s in specs] == [2, 4, 8, 16, 32, 64, 64]
+    assert [s.upsample for s in specs[:6]] == [False] + [True] * 5
+    assert specs[-1] == UnitSpec(kind="head", size=64, in_channels=128, out_channels=48)
+
+
+@pytest.mark.parametrize("spec, shape", [
+    (UnitSpec(kind="block", size=8, in_channels=16, out_channels=24), (1, 24, 8, 8)),
+    (UnitSpec(kind="block", size=2, in_channels=16, out_channels=8, upsample=False),
+     (1, 8, 2, 2)),
+    (UnitSpec(kind="head", size=4, in_channels=8, out_channels=16, head="subpixel"),
+     (1, 3, 16, 16)),
+])
+def test_unit_models_have_the_unit_shapes(spec, shape):
+    assert unit_model(spec, 32, seed=0)(torch.randn(1, 32)).shape == shape
+
+
+def test_bad_params_name_the_key():
+    with pytest.raises(ValueError, match="unknown student preset 'blaze-9'"):
+        MeasureLatencyConfig.model_validate({**CONFIG, "preset": "blaze-9"})
+    with pytest.raises(ValueError, match="passes"):
+        MeasureLatencyConfig.model_validate({**CONFIG, "passes": 1})
+
+
+def test_the_operator_check_refuses_what_the_graph_does_not_run():
+    specs = {s.key: s for s in (UnitSpec(kind="block", size=8, in_channels=8, out_channels=8),
+                                UnitSpec(kind="block", size=4, in_channels=8, out_channels=16))}
+    ops = {"CONV_2D": 2, "MUL": 3}
+    records = {key: {"operators": ops} for key in specs}
+    assert check_operators(records, specs, {"CONV_2D", "MUL"}) == {"block": ops}
+    with pytest.raises(PipelineError, match=r"\['MUL'\] are not in the whole graph"):
+        check_operators(records, specs, {"CONV_2D"})
+    first = next(iter(specs))
+    records[first] = {"operators": {"CONV_2D": 2}}
+    with pytest.raises(PipelineError, match="differ from the other block"):
+        check_operators(records, specs, {"CONV_2D", "MUL"})
+
+
+@pytest.mark.slow
+def test_measurement_resumes_and_records_the_machine(tmp_path, monkeypatch):
+    config = MeasureLatencyConfig.model_validate({**CONFIG, "preset": "blaze-tiny-32",
+                                                  "blocks": 1, "heads": 0})
+    calls = []
+    export = speed_data.export_for_timing
+
+    def counted(model, inputs, directory, *args, **kwargs):
+        calls.append(directory.name)
+        return export(model, inputs, directory, *args, **kwargs)
+
+    monkeypatch.setattr(speed_data, "export_for_timing", counted)
+    state, out = tmp_path / "state", tmp_path / "latency"
+    metrics = speed_data.measure_latency(config, state=state, out=out)
+    dataset = json.loads((out / "points.json").read_text())
+    assert metrics["points"] == len(dataset["points"]) == 5  # 3 blocks, the head, 1 sampled
+    assert len(calls) == 8  # and the overhead, the whole graph, the mapping network
+    assert dataset["machine"]["threads"] == 1 and dataset["machine"]["litert"]
+    assert all(p["p50_ms"] > 0 and len(p["rounds_ms"]) >= 2 for p in dataset["points"])
+    assert set(dataset["operators"]) == {"block", "block-const", "head-bilinear"}
+    # A run killed after some exports: only the missing ones are exported again.
+    victim = dataset["points"][-1]["key"]
+    (state / victim / "export.json").unlink()
+    calls.clear()
+    speed_data.measure_latency(config, state=state, out=out)
+    assert calls == [victim]
