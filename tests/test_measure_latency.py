@@ -19,7 +19,7 @@ from pipeline.profiling.speed_data import (
 
 CONFIG = {"preset": "blaze-256", "head": "bilinear", "widen": 2.0, "blocks": 6, "heads": 2,
           "seed": 0, "threads": 1, "warmup": 1, "runs": 2, "passes": 2, "max_cv": 0.1,
-          "remeasure_passes": 1}
+          "remeasure_passes": 1, "preset_units": True}
 
 
 def test_samples_hold_the_preset_units_and_valid_widths():
@@ -34,6 +34,8 @@ def test_samples_hold_the_preset_units_and_valid_widths():
     assert {s.size for s in sampled if s.kind == "block"} <= {4, 8, 16, 32, 64}
     assert all(s.size == 64 for s in specs if s.kind == "head")
     assert sample_units(config) == specs  # seeded
+    alone = sample_units(MeasureLatencyConfig.model_validate({**CONFIG, "preset_units": False}))
+    assert len(alone) == 8 and not set(alone) & set(own)
 
 
 def test_preset_units_follow_the_student():
@@ -92,7 +94,7 @@ def test_measurement_resumes_and_records_the_machine(tmp_path, monkeypatch):
     metrics = speed_data.measure_latency(config, state=state, out=out)
     dataset = json.loads((out / "points.json").read_text())
     assert metrics["points"] == len(dataset["points"]) == 5  # 3 blocks, the head, 1 sampled
-    assert len(calls) == 8  # and the overhead, the whole graph, the mapping network
+    assert len(calls) == 8  # and the overhead, the graph's operators, the mapping network
     assert dataset["machine"]["threads"] == 1 and dataset["machine"]["litert"]
     assert all(p["p50_ms"] > 0 and len(p["rounds_ms"]) >= 2 for p in dataset["points"])
     assert set(dataset["operators"]) == {"block", "block-const", "head-bilinear"}

@@ -9,14 +9,17 @@ on LiteRT with the evaluate stage's protocol.
   measured once, as constants.
 * **Configurations**: feature sizes from the preset's geometry (``measure_latency.preset``: the
   256 px preset's by default, where latency means something), widths multiples of 8 up to
-  ``widen`` times the preset's widest, drawn with a seeded generator; the preset's own units are
-  always among them.
+  ``widen`` times the preset's widest, drawn with a seeded generator; with ``preset_units``, the
+  preset's own units too.
 * **Timing**: every micro-model in one process, ``passes`` passes each in its own shuffled order
   (warm-up, ``runs`` timed runs, p50), a point's latency the median of its passes' p50s less the
   overhead's; points whose passes vary by more than ``max_cv`` are timed ``remeasure_passes``
   more times.
 * **Operators**: all micro-models of one kind have the same TFLite operators, and those are
   operators the preset's whole inference graph uses (the micro-model's input scaffolding apart).
+  The graph they are checked against is the preset's at 8 channels everywhere: the same levels,
+  head and operators (a width changes no operator), converted in seconds rather than half a
+  minute.
 * **Resumable**: each exported micro-model is kept in the state directory as soon as it is
   checked, so a killed run exports only what it had not; timing is redone whole (seconds).
 """
@@ -63,6 +66,7 @@ class MeasureLatencyConfig(StageConfig):
     widen: Annotated[float, pydantic.Field(ge=1)]  # widths up to widen x the preset's widest
     blocks: Annotated[int, pydantic.Field(ge=0)]   # sampled block configurations (beyond the
     heads: Annotated[int, pydantic.Field(ge=0)]    # preset's own) and sampled head ones
+    preset_units: bool                             # measure the preset's own units too
     seed: int
     threads: PositiveInt
     warmup: PositiveInt
@@ -118,12 +122,13 @@ def preset_units(student: BlazeStyleGANConfig) -> list[UnitSpec]:
 
 
 def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
-    """The preset's own units, then ``blocks`` + ``heads`` sampled ones (no duplicates)."""
+    """``blocks`` + ``heads`` sampled units (no duplicates), after the preset's own ones when
+    ``config.preset_units``."""
     student = config.student()
     rng = np.random.default_rng(config.seed)
     widest = {"block": max(student.channels), "head": max(student.head_channels)}
     widths = {kind: np.arange(8, int(w * config.widen) + 1, 8) for kind, w in widest.items()}
-    specs = dict.fromkeys(preset_units(student))
+    specs = dict.fromkeys(preset_units(student) if config.preset_units else [])
     sizes = [r // 4 for r in student.levels[1:]]
     for kind, count in (("block", config.blocks), ("head", config.heads)):
         wanted, tries = len(specs) + count, 0
@@ -236,9 +241,8 @@ def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> 
     student = config.student()
     specs = {spec.key: spec for spec in sample_units(config)}
     state.mkdir(parents=True, exist_ok=True)
-    graph = strip_aux_heads(randomize_like_trained(BlazeStyleGAN(student), config.seed),
-                            "w", "nhwc")
-    constants = {"overhead": (Overhead(), student.w_dim), "graph": (graph, student.w_dim),
+    constants = {"overhead": (Overhead(), student.w_dim),
+                 "graph_operators": (operator_reference(student, config.seed), student.w_dim),
                  "mapping": (graph_mapping(student, config.seed), student.z_dim)}
     records = {}
     for i, (name, (model, dim)) in enumerate(constants.items()):
@@ -247,7 +251,8 @@ def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> 
         log.info("micro-model %d/%d: %s", i + 1, len(specs), key)
         records[key] = _exported(key, unit_model(spec, student.w_dim, config.seed + i),
                                  student.w_dim, state, config.seed + i)
-    operators = check_operators(records, specs, set(records["graph"]["operators"]))
+    operators = check_operators(records, specs, set(records["graph_operators"]["operators"]))
+    del records["graph_operators"]  # not timed: it stands for the graph's operators only
     timings = _timed(records, state, config)
     overhead = timings["overhead"]["p50_ms"]
     points = [{**spec.model_dump(), "key": key, "gflops": records[key]["gflops"],
@@ -255,18 +260,26 @@ def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> 
                "operators": records[key]["operators"]} for key, spec in specs.items()]
     dataset = {"machine": machine_record(config.threads), "config": config.to_dict(),
                "student": student.to_dict(), "overhead_ms": overhead,
-               "mapping_ms": timings["mapping"]["p50_ms"] - overhead,
-               "graph_ms": timings["graph"]["p50_ms"] - overhead,
-               "graph_gflops": records["graph"]["gflops"], "operators": operators,
+               "mapping_ms": timings["mapping"]["p50_ms"] - overhead, "operators": operators,
                "points": points}
     with atomic_path(out, directory=True) as tmp:
         write_json(tmp / "points.json", dataset)
     cvs = [p["cv"] for p in points]
     return {"points": len(points), "blocks": sum(p["kind"] == "block" for p in points),
             "heads": sum(p["kind"] == "head" for p in points), "overhead_ms": overhead,
-            "graph_ms": dataset["graph_ms"], "max_cv": max(cvs), "median_cv": float(np.median(cvs)),
+            "mapping_ms": dataset["mapping_ms"], "max_cv": max(cvs),
+            "median_cv": float(np.median(cvs)),
             "remeasured": sum(len(p["rounds_ms"]) > config.passes for p in points),
             "machine": dataset["machine"], "digest": _digest(dataset["points"])}
+
+
+def operator_reference(student: BlazeStyleGANConfig, seed: int) -> nn.Module:
+    """The student's inference graph (w in, NHWC out) at 8 channels everywhere: its operators."""
+    narrow = BlazeStyleGANConfig.model_validate({
+        **student.to_dict(), "channels": [8] * len(student.levels),
+        "head_channels": [8] * len(student.levels)})
+    torch.manual_seed(seed)
+    return strip_aux_heads(randomize_like_trained(BlazeStyleGAN(narrow), seed), "w", "nhwc")
 
 
 def graph_mapping(student: BlazeStyleGANConfig, seed: int) -> nn.Module:
