@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import typer
 
+from pipeline.io import write_json
 from pipeline.metrics import latency
 from pipeline.models.blazestylegan import PRESETS, BlazeStyleGAN, BlazeStyleGANConfig
 from pipeline.models.complexity import blaze_row
@@ -39,6 +40,8 @@ def configs(presets: str, heads: str, extra: list[str]
             ) -> Iterator[tuple[str, str, BlazeStyleGANConfig]]:
     """(name, preset, config) of every model to time."""
     for preset in presets.split(","):
+        if preset not in PRESETS:
+            raise typer.BadParameter(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
         for head in heads.split(","):
             yield f"{preset} {head}", preset, BlazeStyleGANConfig.model_validate(
                 {**PRESETS[preset].to_dict(), "head": head})
@@ -65,7 +68,7 @@ def main(presets: str = typer.Option("blaze-256,blaze-512,blaze-1024",
             student = randomize_like_trained(BlazeStyleGAN(config))
             latents = torch.randn(4, config.w_dim, generator=generator)
             exported = export_for_timing(strip_aux_heads(student, "w", "nhwc"), latents,
-                                         Path(tmp) / f"model{i}")
+                                         Path(tmp) / f"model{i}", "nhwc")
             rows[name] = {"preset": preset, "config": config.to_dict(),
                           "params_M": blaze_row(name, config)["params_M"],
                           "float32_max_abs_error": exported.float32_max_abs_error,
@@ -90,9 +93,8 @@ def main(presets: str = typer.Option("blaze-256,blaze-512,blaze-1024",
               f"{speedup:>8} {r['float32_max_abs_error']:>9.2g} {r['float16_psnr_db']:>7.1f} "
               f"{r['float16_bytes'] / 1e6:>7.2f}")
     if json_out is not None:
-        json_out.write_text(json.dumps({"threads": threads, "sgemm_peak_gflops": peak,
-                                        "warmup": warmup, "runs": runs, "rounds": rounds,
-                                        "models": rows}, indent=2) + "\n")
+        write_json(json_out, {"threads": threads, "sgemm_peak_gflops": peak, "warmup": warmup,
+                              "runs": runs, "rounds": rounds, "models": rows})
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ and, with ``--json``, writes every figure. Asserts nothing.
     python scripts/profile_student.py --student models/student.pt --threads 2
 """
 
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 import typer
 
+from pipeline.io import write_json
 from pipeline.metrics import latency
 from pipeline.models.blazestylegan import PRESETS, BlazeStyleGAN, BlazeStyleGANConfig, load_student
 from pipeline.models.inference import strip_aux_heads
@@ -32,6 +32,8 @@ from pipeline.profiling.chain import export_for_timing, throughput, time_interle
 def build(preset: str | None, head: str | None, student: Path | None) -> BlazeStyleGAN:
     if student is not None:
         return load_student(student).eval()
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
     config = PRESETS[preset]
     if head is not None:
         config = BlazeStyleGANConfig.model_validate({**config.to_dict(), "head": head})
@@ -52,13 +54,14 @@ def main(preset: str = typer.Option("blaze-256", help=f"one of {', '.join(PRESET
     model = build(preset, head, student)
     config = model.config
     units = student_units(model)
-    graphs = {u.name: (u.model, u.input_dim) for u in units}
-    graphs["whole graph"] = (strip_aux_heads(model, "w", "nhwc"), config.w_dim)
+    graphs = {u.name: (u.model, u.input_dim, None if u.kind in ("overhead", "mapping")
+                       else "nchw") for u in units}
+    graphs["whole graph"] = (strip_aux_heads(model, "w", "nhwc"), config.w_dim, "nhwc")
     generator = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="profile_student-") as tmp:
         exported = {name: export_for_timing(module, torch.randn(2, dim, generator=generator),
-                                            Path(tmp) / name.replace(" ", "_"))
-                    for name, (module, dim) in graphs.items()}
+                                            Path(tmp) / name.replace(" ", "_"), layout)
+                    for name, (module, dim, layout) in graphs.items()}
         peak = max(latency.sgemm_peak_gflops(threads) for _ in range(3))
         timings = time_interleaved({name: e.tflite["float16"] for name, e in exported.items()},
                                    threads, warmup, runs, rounds)
@@ -84,10 +87,10 @@ def main(preset: str = typer.Option("blaze-256", help=f"one of {', '.join(PRESET
     print(f"units of the synthesis network summed: {summed:.3f} ms, the whole graph {whole:.3f} ms "
           f"({summed / whole:.1%}); times less the overhead of one invoke ({overhead:.3f} ms)")
     if json_out is not None:
-        json_out.write_text(json.dumps({
+        write_json(json_out, {
             "model": str(student or preset), "config": config.to_dict(), "threads": threads,
             "sgemm_peak_gflops": peak, "warmup": warmup, "runs": runs, "rounds": rounds,
-            "units": rows, "synthesis_units_summed_ms": summed}, indent=2) + "\n")
+            "units": rows, "synthesis_units_summed_ms": summed})
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """DVC stage ``measure_latency``: the latency search's speed-model data. Micro-models of the
 student's units (level blocks, the last head) over sampled widths at the geometry of a student
-preset, plus the per-invoke overhead, the mapping network and the whole inference graph, each
-exported by the pipeline's chain and timed on LiteRT; resumable (exports persist in the state
-directory)."""
+preset, plus the per-invoke overhead and the mapping network, each exported by the pipeline's
+chain and timed on LiteRT, their operators checked against the preset's graph; resumable
+(exports persist in the state directory)."""
 
 from pathlib import Path
 

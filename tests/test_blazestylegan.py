@@ -34,13 +34,16 @@ def test_blocks_run_at_a_quarter_of_the_level_resolution():
     assert [x.shape[-1] for _, x, _ in G.synthesis.features(ws)] == [2, 4, 8]
 
 
-def test_separable_demodulation_equals_a_per_sample_weight_convolution():
+@pytest.mark.parametrize("noise", [False, True])
+def test_separable_demodulation_equals_a_per_sample_weight_convolution(noise):
     # The reference: StyleGAN2's modulated conv with the composed (pointwise o depthwise) weight,
-    # built per sample and demodulated explicitly.
+    # built per sample and demodulated explicitly, then noise, bias and lrelu_gain as written.
     torch.manual_seed(0)
-    conv = ModulatedSeparableConv(6, 5, 16, 8, noise=False)
+    conv = ModulatedSeparableConv(6, 5, 16, 8, noise=noise)
     with torch.no_grad():
         conv.bias.normal_()
+        if noise:
+            conv.noise_strength.fill_(0.3)
     x, w = torch.randn(3, 6, 8, 8), torch.randn(3, 16, 1, 1)
     s = conv.style(w)[:, :, 0, 0]
     composed = ((conv.pointwise * conv.pw_scale)[:, :, 0, 0, None, None]
@@ -49,7 +52,10 @@ def test_separable_demodulation_equals_a_per_sample_weight_convolution():
     for n in range(3):
         weight = composed * s[n][None, :, None, None]
         weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(1, 2, 3), keepdim=True) + 1e-8)
-        y = F.conv2d(x[n:n + 1], weight, padding=1) + conv.bias
+        y = F.conv2d(x[n:n + 1], weight, padding=1)
+        if noise:
+            y = y + conv.noise_strength * conv.noise_const
+        y = y + conv.bias
         expected.append(F.leaky_relu(y, 0.2) * math.sqrt(2))
     assert (conv(x, w) - torch.cat(expected)).abs().max() < 1e-5
 

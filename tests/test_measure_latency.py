@@ -62,6 +62,16 @@ def test_bad_params_name_the_key():
         MeasureLatencyConfig.model_validate({**CONFIG, "preset": "blaze-9"})
     with pytest.raises(ValueError, match="passes"):
         MeasureLatencyConfig.model_validate({**CONFIG, "passes": 1})
+    with pytest.raises(ValueError, match="nothing to measure"):
+        MeasureLatencyConfig.model_validate({**CONFIG, "blocks": 0, "heads": 0,
+                                             "preset_units": False})
+
+
+def test_families_name_the_head_variant():
+    assert UnitSpec(kind="head", size=4, in_channels=8, out_channels=8,
+                    head="subpixel").family == "head-subpixel"
+    assert UnitSpec(kind="block", size=2, in_channels=8, out_channels=8,
+                    upsample=False).family == "block-const"
 
 
 def test_the_operator_check_refuses_what_the_graph_does_not_run():
@@ -104,3 +114,11 @@ def test_measurement_resumes_and_records_the_machine(tmp_path, monkeypatch):
     calls.clear()
     speed_data.measure_latency(config, state=state, out=out)
     assert calls == [victim]
+    # Another head variant: the head and the graph's operator reference are exported again
+    # (their fingerprints changed); the blocks, the overhead and the mapping network are not.
+    calls.clear()
+    subpixel = MeasureLatencyConfig.model_validate({**config.to_dict(), "head": "subpixel"})
+    speed_data.measure_latency(subpixel, state=state, out=out)
+    assert sorted(calls) == ["graph_operators", "head-subpixel-s8-i32-h32"]
+    assert set(json.loads((out / "points.json").read_text())["operators"]) == {
+        "block", "block-const", "head-subpixel"}

@@ -60,7 +60,7 @@ def test_a_unit_through_the_chain_is_checked_and_listed(tmp_path):
     from pipeline.profiling.chain import export_for_timing, throughput, time_interleaved
 
     head = next(u for u in student_units(tiny_student("subpixel")) if u.kind == "head")
-    exported = export_for_timing(head.model, torch.randn(2, 16), tmp_path / "head")
+    exported = export_for_timing(head.model, torch.randn(2, 16), tmp_path / "head", "nchw")
     assert exported.float32_max_abs_error < 1e-5 and exported.float16_psnr_db > 40
     assert exported.operators["CONV_2D"] >= 3 and "RESIZE_BILINEAR" in exported.operators
     assert not any(name.startswith("Flex") for name in exported.operators)
@@ -69,3 +69,9 @@ def test_a_unit_through_the_chain_is_checked_and_listed(tmp_path):
     assert len(timings["head"]["rounds_ms"]) == 2 and timings["head"]["p50_ms"] > 0
     rate = throughput(timings["head"]["p50_ms"], exported.gflops, peak_gflops=100.0)
     assert rate["peak_share"] == pytest.approx(rate["gflops_per_s"] / 100.0)
+    # An NCHW output of the same shape in NHWC (16 channels of 16 x 16) is compared transposed.
+    block = next(u for u in student_units(tiny_student()) if u.name == "block 32")
+    square = BlockUnit(torch.randn(1, 16, 4, 4), block.model.convs, upsample=True)
+    assert square(torch.randn(1, 16)).shape == (1, 8, 8, 8)
+    assert export_for_timing(square, torch.randn(2, 16), tmp_path / "square",
+                             "nchw").float32_max_abs_error < 1e-5

@@ -189,6 +189,8 @@ class UpToRGB(nn.Module):
 
     def __init__(self, in_ch: int, hidden: int, w_dim: int, head: str = "bilinear"):
         super().__init__()
+        if head not in ("bilinear", "subpixel"):
+            raise ValueError(f"head {head!r}: bilinear or subpixel")
         self.style = StyleAffine(w_dim, in_ch)
         self.project = nn.Conv2d(in_ch, hidden, 1)
         self.up = nn.ModuleList(nn.ModuleDict({

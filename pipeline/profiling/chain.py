@@ -47,12 +47,13 @@ class Exported:
     operators: dict[str, int] = field(default_factory=dict)  # float32 TFLite ops by name
 
 
-def export_for_timing(model: nn.Module, inputs: torch.Tensor, out_dir: Path,
+def export_for_timing(model: nn.Module, inputs: torch.Tensor, out_dir: Path, layout: str,
                       max_abs_error_tol: float = 1e-4) -> Exported:
     """Take ``model`` (one input, ``inputs`` (count, dim) to check it on) through the chain into
     ``out_dir``; raise :class:`ConversionMismatch` when the float32 TFLite model is farther than
-    ``max_abs_error_tol`` from PyTorch (a 4-D output is compared in NHWC, the layout onnx2tf
-    gives it)."""
+    ``max_abs_error_tol`` from PyTorch. ``layout`` is the model's 4-D output's, ``"nchw"`` or
+    ``"nhwc"`` (onnx2tf gives every 4-D output in NHWC: an NCHW one is compared transposed,
+    whatever its shape; a square one cannot tell), or ``None`` for an output of another rank."""
     model = model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out_dir / "model.onnx", OPSET, 1, inputs, 1e-3, input_name="input",
@@ -66,7 +67,9 @@ def export_for_timing(model: nn.Module, inputs: torch.Tensor, out_dir: Path,
     with torch.no_grad():
         expected = model(inputs).numpy()
     outputs = {p: run_tflite(path, inputs.numpy()) for p, path in paths.items()}
-    if expected.ndim == 4 and outputs["float32"].shape != expected.shape:
+    if (expected.ndim == 4) != (layout is not None):
+        raise ValueError(f"layout {layout!r} for a {expected.ndim}-D output")
+    if layout == "nchw":
         expected = expected.transpose(0, 2, 3, 1)
     error = max_abs_error(outputs["float32"], expected)
     if not error <= max_abs_error_tol:

@@ -1,6 +1,7 @@
 """The latency search's speed-model data (the ``measure_latency`` stage): micro-models of the
 student's units over sampled configurations, each exported by the pipeline's own chain and timed
-on LiteRT with the evaluate stage's protocol.
+on LiteRT with the evaluate stage's protocol (warm-up runs, then timed runs one input at a time),
+in shuffled passes.
 
 * **Units** (:mod:`pipeline.models.units`): a level's block (2x bilinear upsampling and two
   modulated separable convolutions; the first level's, from the learned 2x2 constant, has no
@@ -21,7 +22,10 @@ on LiteRT with the evaluate stage's protocol.
   head and operators (a width changes no operator), converted in seconds rather than half a
   minute.
 * **Resumable**: each exported micro-model is kept in the state directory as soon as it is
-  checked, so a killed run exports only what it had not; timing is redone whole (seconds).
+  checked, with a fingerprint of what it is (its unit, the student's w_dim, the seed, the source
+  of the code that builds and converts it, the converters' versions), so a killed run exports
+  only what it had not, and a changed param or code re-exports what it changed; timing is redone
+  whole (seconds).
 """
 
 from __future__ import annotations
@@ -82,6 +86,13 @@ class MeasureLatencyConfig(StageConfig):
             raise ValueError(f"unknown student preset {value!r}; one of {', '.join(PRESETS)}")
         return value
 
+    @pydantic.model_validator(mode="after")
+    def _something_to_measure(self):
+        if self.blocks == 0 and self.heads == 0 and not self.preset_units:
+            raise ValueError("blocks and heads are both 0 and preset_units is false: nothing to "
+                             "measure")
+        return self
+
     def student(self) -> BlazeStyleGANConfig:
         return BlazeStyleGANConfig.model_validate({**PRESETS[self.preset].to_dict(),
                                                    "head": self.head})
@@ -99,6 +110,14 @@ class UnitSpec(pydantic.BaseModel):
     out_channels: PositiveInt
     upsample: bool = True
     head: Literal["bilinear", "subpixel"] = "bilinear"
+
+    @property
+    def family(self) -> str:
+        """Micro-models of one family have the same operators: ``block``, ``block-const`` (the
+        first level's) or ``head-<variant>``."""
+        if self.kind == "block":
+            return "block" if self.upsample else "block-const"
+        return f"head-{self.head}"
 
     @property
     def key(self) -> str:
@@ -198,18 +217,50 @@ def machine_record(threads: int) -> dict[str, Any]:
             "torch": version("torch")}
 
 
-def _exported(name: str, model: nn.Module, input_dim: int, state: Path, seed: int) -> dict:
-    """Export ``model`` into ``state/name`` unless a checked export is there already; its
-    record (FLOPs, checks, operators, the float16 file)."""
+def code_digest() -> str:
+    """A hash of the source of the modules that build, export and convert the micro-models, and
+    of the converters' and runtimes' versions."""
+    import pipeline.export.onnx_export as onnx_export
+    import pipeline.export.onnx_simplify as onnx_simplify
+    import pipeline.export.tflite as tflite
+    import pipeline.models.blazestylegan as blazestylegan
+    import pipeline.models.layers as layers
+    import pipeline.models.stylegan2 as stylegan2
+    import pipeline.models.units as units
+    import pipeline.profiling.chain as chain
+
+    digest = hashlib.sha256()
+    for module in (onnx_export, onnx_simplify, tflite, blazestylegan, layers, stylegan2, units,
+                   chain):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    tools = {k: v for k, v in machine_record(1).items()
+             if k in ("litert", "onnx2tf", "tensorflow", "torch")}
+    digest.update(json.dumps(tools, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _exported(name: str, what: dict, model: nn.Module, input_dim: int, layout: str | None,
+              state: Path, seed: int, code: str) -> dict:
+    """Export ``model`` into ``state/name`` unless a checked export of the same fingerprint
+    (``what`` it is, its input, seed, ``code``: :func:`code_digest`) is there already; its
+    record (FLOPs, checks, operators, the float16 file). An unreadable record (a run killed
+    while writing it, in spite of the atomic write) counts as none."""
     directory = state / name
     record_path = directory / "export.json"
-    if record_path.is_file():
-        return json.loads(record_path.read_text())
+    fingerprint = _digest_of({"what": what, "input_dim": input_dim, "seed": seed, "code": code})
+    try:
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") == fingerprint:
+            return record
+    except (OSError, ValueError):
+        pass
     inputs = torch.randn(2, input_dim, generator=torch.Generator().manual_seed(seed))
-    exported = export_for_timing(model, inputs, directory)
+    exported = export_for_timing(model, inputs, directory, layout)
     for leftover in ("model.onnx", "simplified.onnx", "model_float32.tflite"):
         (directory / leftover).unlink(missing_ok=True)
-    record = {"gflops": exported.gflops, "float32_max_abs_error": exported.float32_max_abs_error,
+    record = {"fingerprint": fingerprint, "gflops": exported.gflops,
+              "float32_max_abs_error": exported.float32_max_abs_error,
               "float16_psnr_db": exported.float16_psnr_db, "operators": exported.operators,
               "tflite": str(exported.tflite["float16"].relative_to(state))}
     write_json(record_path, record)  # last: its presence marks a finished export
@@ -222,7 +273,7 @@ def check_operators(records: dict[str, dict], specs: dict[str, UnitSpec],
     same operators, and they are operators of the whole graph; returns them per kind."""
     per_kind: dict[str, dict[str, int]] = {}
     for key, spec in specs.items():
-        kind = spec.key.split("-s")[0] + ("" if spec.upsample else "-const")
+        kind = spec.family
         ops = records[key]["operators"]
         if kind in per_kind and per_kind[kind] != ops:
             raise PipelineError(f"micro-model {key}: TFLite operators {ops} differ from the "
@@ -241,16 +292,21 @@ def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> 
     student = config.student()
     specs = {spec.key: spec for spec in sample_units(config)}
     state.mkdir(parents=True, exist_ok=True)
-    constants = {"overhead": (Overhead(), student.w_dim),
-                 "graph_operators": (operator_reference(student, config.seed), student.w_dim),
-                 "mapping": (graph_mapping(student, config.seed), student.z_dim)}
+    code = code_digest()
+    constants = {  # name: (what it depends on, model, input size, output layout)
+        "overhead": ({"w_dim": student.w_dim}, Overhead(), student.w_dim, None),
+        "graph_operators": (student.to_dict(), operator_reference(student, config.seed),
+                            student.w_dim, "nhwc"),
+        "mapping": (student.mapping_config().to_dict(), graph_mapping(student, config.seed),
+                    student.z_dim, None)}
     records = {}
-    for i, (name, (model, dim)) in enumerate(constants.items()):
-        records[name] = _exported(name, model, dim, state, config.seed + i)
+    for i, (name, (what, model, dim, layout)) in enumerate(constants.items()):
+        records[name] = _exported(name, what, model, dim, layout, state, config.seed + i, code)
     for i, (key, spec) in enumerate(specs.items()):
         log.info("micro-model %d/%d: %s", i + 1, len(specs), key)
-        records[key] = _exported(key, unit_model(spec, student.w_dim, config.seed + i),
-                                 student.w_dim, state, config.seed + i)
+        records[key] = _exported(key, {**spec.model_dump(), "w_dim": student.w_dim},
+                                 unit_model(spec, student.w_dim, config.seed + i),
+                                 student.w_dim, "nchw", state, config.seed + i, code)
     operators = check_operators(records, specs, set(records["graph_operators"]["operators"]))
     del records["graph_operators"]  # not timed: it stands for the graph's operators only
     timings = _timed(records, state, config)
@@ -310,3 +366,7 @@ def _digest(points: list[dict]) -> str:
     """A short hash of the configurations measured (not of their times)."""
     keys = sorted(p["key"] for p in points)
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def _digest_of(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
