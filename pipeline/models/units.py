@@ -98,18 +98,18 @@ def student_units(student: BlazeStyleGAN, seed: int = 0) -> list[Unit]:
     return [Unit(u.name, u.kind, u.model.eval(), u.input_dim) for u in units]
 
 
-def randomize_like_trained(student: BlazeStyleGAN, seed: int = 0) -> BlazeStyleGAN:
-    """Give a freshly built student what a trained one has and an initialised one lacks:
-    non-zero biases and noise strengths. Converters fold zeros away (an initialised student's
-    bias adds vanish from its TFLite graph, a trained one's do not), so latency measured on an
-    untouched random model undercounts the element-wise work."""
+def randomize_like_trained(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give a freshly built student (or any model of its modules) what a trained one has and an
+    initialised one lacks: non-zero biases and noise strengths. Converters fold zeros away (an
+    initialised student's bias adds vanish from its TFLite graph, a trained one's do not), so
+    latency measured on an untouched random model undercounts the element-wise work."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in student.synthesis.modules():
+        for module in model.modules():
             if isinstance(module, ModulatedSeparableConv):
                 module.bias.normal_(0, 0.1, generator=generator)
                 if module.noise_strength is not None:
                     module.noise_strength.fill_(0.1)
             elif isinstance(module, nn.Conv2d) and module.bias is not None:
                 module.bias.normal_(0, 0.1, generator=generator)
-    return student
+    return model

@@ -180,18 +180,7 @@ def unit_model(spec: UnitSpec, w_dim: int, seed: int) -> nn.Module:
     else:
         features = torch.randn(1, spec.in_channels, spec.size, spec.size, generator=generator)
         model = HeadUnit(features, UpToRGB(spec.in_channels, spec.out_channels, w_dim, spec.head))
-    return _randomize(model, generator).eval()
-
-
-def _randomize(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, ModulatedSeparableConv):
-                module.bias.normal_(0, 0.1, generator=generator)
-                module.noise_strength.fill_(0.1)
-            elif isinstance(module, nn.Conv2d) and module.bias is not None:
-                module.bias.normal_(0, 0.1, generator=generator)
-    return model
+    return randomize_like_trained(model, seed).eval()
 
 
 def machine_record(threads: int) -> dict[str, Any]:
