@@ -4,6 +4,7 @@ improves, bit-exact resume, the VGG19 path, and the stripping gate."""
 import json
 import logging
 
+import pydantic
 import pytest
 import torch
 
@@ -25,7 +26,7 @@ TEACHER = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, m
 TINY_DISTILL = {
     "student": {"resolution": 16, "z_dim": 16, "w_dim": 16, "mapping_layers": 2,
                 "mapping_lr_mul": 0.01, "channels": [32, 16], "head_channels": [8, 8],
-                "noise": True},
+                "noise": True, "head": "bilinear"},
     "mapping": "teacher", "discriminator": {"channel_base": 128, "channel_max": 16},
     "perceptual": "multiscale-l1-ssim", "allow_download": False,
     "seed": 0, "batch_size": 8, "steps": 6, "g_lr": 0.005, "d_lr": 0.002,
@@ -256,3 +257,10 @@ def test_the_students_adam_betas_and_final_level_weight_reach_the_step(tmp_path,
     _, heavier = run(tmp_path, teacher, dataset, distill_config(
         steps=1, checkpoint_every=1, g_betas=[0.5, 0.9], final_level_weight=5.0), name="heavy")
     assert heavier["training"]["loss/g"] != result["training"]["loss/g"]
+
+
+def test_a_student_key_left_out_of_params_is_refused_by_name():
+    # BlazeStyleGANConfig defaults `head` for old snapshots only; params must set it.
+    student = {k: v for k, v in TINY_DISTILL["student"].items() if k != "head"}
+    with pytest.raises(pydantic.ValidationError, match="head: missing"):
+        DistillConfig.model_validate({**TINY_DISTILL, "student": student})

@@ -95,6 +95,17 @@ class DistillConfig(AdversarialConfig):
     eval_every: PositiveInt       # steps between student-vs-teacher PSNR / SSIM
     eval_latents: PositiveInt     # fixed latents of that evaluation
 
+    @pydantic.field_validator("student")
+    @classmethod
+    def _every_student_key_set(cls, student: BlazeStyleGANConfig) -> BlazeStyleGANConfig:
+        # The config's one default (``head``) lets snapshots from before the field load; params
+        # still set every key, as everywhere else.
+        missing = set(BlazeStyleGANConfig.model_fields) - student.model_fields_set
+        if missing:
+            raise ValueError(f"{', '.join(sorted(missing))}: missing (every key must be set in "
+                             f"params.yaml)")
+        return student
+
     RESUMABLE_KEYS: ClassVar[frozenset[str]] = (AdversarialConfig.RESUMABLE_KEYS
                                                 | {"eval_every", "allow_download"})
     # Not eval_latents: the initial evaluation kept in the state was made on those latents.
