@@ -172,6 +172,13 @@ class ModulatedSeparableConv(nn.Module):
         return F.leaky_relu(x + self.bias * SQRT2, 0.2)
 
 
+def level_block(in_ch: int, out_ch: int, w_dim: int, resolution: int,
+                noise: bool) -> nn.ModuleList:
+    """One level's block: two modulated separable convolutions at ``resolution``."""
+    return nn.ModuleList([ModulatedSeparableConv(in_ch, out_ch, w_dim, resolution, noise),
+                          ModulatedSeparableConv(out_ch, out_ch, w_dim, resolution, noise)])
+
+
 class UpToRGB(nn.Module):
     """Auxiliary head: features (N, C, r/4, r/4) -> RGB (N, 3, r, r).
 
@@ -241,9 +248,7 @@ class BlazeSynthesis(nn.Module):
         in_ch = c0
         for level, (out_ch, hidden) in enumerate(zip(config.channels, config.head_channels)):
             res = config.levels[level] // 4
-            self.blocks.append(nn.ModuleList([
-                ModulatedSeparableConv(in_ch, out_ch, config.w_dim, res, config.noise),
-                ModulatedSeparableConv(out_ch, out_ch, config.w_dim, res, config.noise)]))
+            self.blocks.append(level_block(in_ch, out_ch, config.w_dim, res, config.noise))
             self.heads.append(UpToRGB(out_ch, hidden, config.w_dim, config.head))
             in_ch = out_ch
 

@@ -51,8 +51,8 @@ from pipeline.models.blazestylegan import (
     PRESETS,
     BlazeStyleGAN,
     BlazeStyleGANConfig,
-    ModulatedSeparableConv,
     UpToRGB,
+    level_block,
 )
 from pipeline.models.inference import strip_aux_heads
 from pipeline.models.units import BlockUnit, HeadUnit, Overhead, randomize_like_trained
@@ -162,6 +162,9 @@ def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
                 spec = UnitSpec(kind="head", size=student.resolution // 4, in_channels=cin,
                                 out_channels=cout, head=student.head)
             specs.setdefault(spec)
+        if len(specs) < wanted:
+            log.warning("only %d distinct %s configurations of the %d asked for exist at widen "
+                        "%g", count - (wanted - len(specs)), kind, count, config.widen)
     return list(specs)
 
 
@@ -172,15 +175,26 @@ def unit_model(spec: UnitSpec, w_dim: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     if spec.kind == "block":
         size_in = spec.size // 2 if spec.upsample else spec.size
-        convs = nn.ModuleList([
-            ModulatedSeparableConv(spec.in_channels, spec.out_channels, w_dim, spec.size, True),
-            ModulatedSeparableConv(spec.out_channels, spec.out_channels, w_dim, spec.size, True)])
+        convs = level_block(spec.in_channels, spec.out_channels, w_dim, spec.size, noise=True)
         features = torch.randn(1, spec.in_channels, size_in, size_in, generator=generator)
         model = BlockUnit(features, convs, upsample=spec.upsample)
     else:
         features = torch.randn(1, spec.in_channels, spec.size, spec.size, generator=generator)
         model = HeadUnit(features, UpToRGB(spec.in_channels, spec.out_channels, w_dim, spec.head))
     return randomize_like_trained(model, seed).eval()
+
+
+def tool_versions() -> dict[str, str | None]:
+    """Versions of the packages that convert and run the micro-models."""
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {name: version(package) for name, package in (
+        ("litert", "ai-edge-litert"), ("onnx2tf", "onnx2tf"), ("tensorflow", "tensorflow"),
+        ("torch", "torch"))}
 
 
 def machine_record(threads: int) -> dict[str, Any]:
@@ -193,17 +207,8 @@ def machine_record(threads: int) -> dict[str, Any]:
                 break
     except OSError:
         pass
-
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads,
-            "machine": platform.machine(), "litert": version("ai-edge-litert"),
-            "onnx2tf": version("onnx2tf"), "tensorflow": version("tensorflow"),
-            "torch": version("torch")}
+            "machine": platform.machine(), **tool_versions()}
 
 
 def code_digest() -> str:
@@ -223,9 +228,7 @@ def code_digest() -> str:
                    chain):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
-    tools = {k: v for k, v in machine_record(1).items()
-             if k in ("litert", "onnx2tf", "tensorflow", "torch")}
-    digest.update(json.dumps(tools, sort_keys=True).encode())
+    digest.update(json.dumps(tool_versions(), sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -315,7 +318,8 @@ def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> 
             "mapping_ms": dataset["mapping_ms"], "max_cv": max(cvs),
             "median_cv": float(np.median(cvs)),
             "remeasured": sum(len(p["rounds_ms"]) > config.passes for p in points),
-            "machine": dataset["machine"], "digest": _digest(dataset["points"])}
+            "machine": dataset["machine"],
+            "digest": _digest_of(sorted(p["key"] for p in points))}  # what was measured
 
 
 def operator_reference(student: BlazeStyleGANConfig, seed: int) -> nn.Module:
@@ -349,12 +353,6 @@ def _timed(records: dict[str, dict], state: Path, config: MeasureLatencyConfig) 
             timings[name] = summarize_rounds(timings[name]["rounds_ms"]
                                              + again[name]["rounds_ms"])
     return timings
-
-
-def _digest(points: list[dict]) -> str:
-    """A short hash of the configurations measured (not of their times)."""
-    keys = sorted(p["key"] for p in points)
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
 def _digest_of(obj: Any) -> str:
