@@ -82,10 +82,15 @@ def make_project(dest: Path, **sections: dict) -> Path:
             "export_stylizer": TINY_EXPORT_STYLIZER,
             "evaluate_stylizers": {"faces": 4, "feature_network": "discriminator", "seed": 0,
                                    "threads": 1, "warmup": 1, "runs": 2, "grid_faces": 2},
-            "measure_latency": {"preset": "blaze-tiny-32", "head": "bilinear", "widen": 1.0,
+            "measure_latency": {"preset": "blaze-tiny-32", "head": "bilinear", "w_dim": None,
+                                "widen": 1.0,
                                 "blocks": 1, "heads": 0, "preset_units": False, "seed": 0,
+                                "const_share": 0.0, "students": 0,
                                 "threads": 1, "warmup": 1, "runs": 2, "passes": 2,
-                                "max_cv": 10.0, "remeasure_passes": 0}}
+                                "max_cv": 10.0, "remeasure_passes": 0},
+            "fit_speed_model": {"hidden": [8], "ensemble": 1, "steps": 50, "lr": 0.01,
+                                "weight_decay": 0.0, "holdout": 0.2, "seed": 0,
+                                "floor_ms": 0.005, "min_ms": 0.2}}
     for section, values in tiny.items():
         params[section] = {**values, **sections.get(section, {})}
     params["styles"] = {name: {**style, "images": 2} for name, style in params["styles"].items()}
@@ -157,6 +162,8 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     assert measured["points"] == 1 and measured["machine"]["threads"] == 1
     points = json.loads((origin / "data/latency/points.json").read_text())["points"]
     assert points[0]["kind"] == "block" and len(points[0]["rounds_ms"]) == 2
+    fitted = json.loads((origin / "metrics/fit_speed_model.json").read_text())
+    assert fitted["units"] == 1 and fitted["train_units"] == 1
     model_card = (origin / "release/blazestylegan/MODEL_CARD.md").read_text()
     assert commit in model_card and "## Intended use and limits" in model_card
     assert "## Face stylizers" in model_card and "| ink |" in model_card

@@ -23,7 +23,9 @@ from pipeline.metrics.inversion import EvaluateEncoderConfig
 from pipeline.metrics.reference import FidConfig, ReferenceStatsConfig
 from pipeline.metrics.stylizer import EvaluateStylizersConfig
 from pipeline.profiling.speed_data import MeasureLatencyConfig
+from pipeline.profiling.speed_model import FitSpeedModelConfig
 from pipeline.provenance import ENCODER_SECTIONS, MODEL_SECTIONS, stylizer_sections
+from pipeline.search.architecture import SearchSection
 from pipeline.training.distill import DistillConfig
 from pipeline.training.encoder import TrainEncoderConfig
 from pipeline.training.stylize import StylizeConfig
@@ -39,10 +41,11 @@ CONFIGS = {"prepare": PrepareConfig, "teacher": TeacherConfig,
            "evaluate_encoder": EvaluateEncoderConfig, "stylize": StylizeConfig,
            "face_models": FaceModelsConfig, "export_stylizer": ExportStylizerConfig,
            "evaluate_stylizers": EvaluateStylizersConfig,
-           "measure_latency": MeasureLatencyConfig}
+           "measure_latency": MeasureLatencyConfig, "fit_speed_model": FitSpeedModelConfig,
+           "search_architecture": SearchSection}
 # Sections read by several stages, besides their own.
 SHARED = {"teacher": ["train_teacher"], "reference_stats": ["fid"], "evaluate": ["fid"],
-          "evaluate_stylizers": ["styles"]}
+          "evaluate_stylizers": ["styles"], "search_architecture": ["distill"]}
 # The per-style stages (`foreach` over the styles section): what each reads, for style ${key}.
 PER_STYLE = {"prepare_styles": ["styles.${key}", "prepare.resolution"]}
 # Stages that record a hash of every section their artifact depends on (pipeline.provenance)

@@ -13,13 +13,17 @@ from pipeline.profiling.speed_data import (
     UnitSpec,
     check_operators,
     preset_units,
+    sample_students,
     sample_units,
+    student_key,
     unit_model,
 )
 
-CONFIG = {"preset": "blaze-256", "head": "bilinear", "widen": 2.0, "blocks": 6, "heads": 2,
+CONFIG = {"preset": "blaze-256", "head": "bilinear", "w_dim": None, "widen": 2.0, "blocks": 6,
+          "heads": 2,
           "seed": 0, "threads": 1, "warmup": 1, "runs": 2, "passes": 2, "max_cv": 0.1,
-          "remeasure_passes": 1, "preset_units": True}
+          "remeasure_passes": 1, "preset_units": True,
+          "const_share": 0.0, "students": 0}
 
 
 def test_samples_hold_the_preset_units_and_valid_widths():
@@ -36,6 +40,31 @@ def test_samples_hold_the_preset_units_and_valid_widths():
     assert sample_units(config) == specs  # seeded
     alone = sample_units(MeasureLatencyConfig.model_validate({**CONFIG, "preset_units": False}))
     assert len(alone) == 8 and not set(alone) & set(own)
+
+
+def test_first_level_blocks_are_sampled_at_every_size_and_streams_are_stable():
+    config = MeasureLatencyConfig.model_validate({**CONFIG, "blocks": 40, "const_share": 0.5,
+                                                  "preset_units": False})
+    specs = sample_units(config)
+    const = [s for s in specs if s.kind == "block" and not s.upsample]
+    assert 10 < len(const) < 30 and {s.size for s in const} > {2}
+    # Asking for more blocks keeps the first ones and every head.
+    more = sample_units(MeasureLatencyConfig.model_validate({**config.to_dict(), "blocks": 50}))
+    assert [s for s in more if s.kind == "block"][:40] == [s for s in specs if s.kind == "block"]
+    assert [s for s in more if s.kind == "head"] == [s for s in specs if s.kind == "head"]
+
+
+def test_whole_students_are_what_a_widened_search_returns():
+    config = MeasureLatencyConfig.model_validate({**CONFIG, "students": 5})
+    students = sample_students(config)
+    preset = config.student()
+    assert len(students) == 5 and len({student_key(s) for s in students}) == 5
+    for student in students:
+        assert student.levels == preset.levels and student.head == preset.head
+        assert all(c % 8 == 0 and 8 <= c <= 2 * p
+                   for c, p in zip(student.channels, preset.channels))
+        assert student.head_channels[:-1] == preset.head_channels[:-1]
+        assert student.head_channels[-1] <= 2 * preset.head_channels[-1]
 
 
 def test_preset_units_follow_the_student():
@@ -91,7 +120,7 @@ def test_the_operator_check_refuses_what_the_graph_does_not_run():
 @pytest.mark.slow
 def test_measurement_resumes_and_records_the_machine(tmp_path, monkeypatch):
     config = MeasureLatencyConfig.model_validate({**CONFIG, "preset": "blaze-tiny-32",
-                                                  "blocks": 1, "heads": 0})
+                                                  "blocks": 1, "heads": 0, "students": 1})
     calls = []
     export = speed_data.export_for_timing
 
@@ -104,7 +133,10 @@ def test_measurement_resumes_and_records_the_machine(tmp_path, monkeypatch):
     metrics = speed_data.measure_latency(config, state=state, out=out)
     dataset = json.loads((out / "points.json").read_text())
     assert metrics["points"] == len(dataset["points"]) == 5  # 3 blocks, the head, 1 sampled
-    assert len(calls) == 8  # and the overhead, the graph's operators, the mapping network
+    assert len(calls) == 9  # the overhead, the graph's operators, the mapping, one student
+    (student,) = dataset["students"]
+    assert student["latency_ms"] > 0 and len(student["units"]) == 4  # 3 blocks and the head
+    assert student["student"]["resolution"] == 32 and metrics["students"] == 1
     assert dataset["machine"]["threads"] == 1 and dataset["machine"]["litert"]
     assert all(p["p50_ms"] > 0 and len(p["rounds_ms"]) >= 2 for p in dataset["points"])
     assert set(dataset["operators"]) == {"block", "block-const", "head-bilinear"}
@@ -114,11 +146,13 @@ def test_measurement_resumes_and_records_the_machine(tmp_path, monkeypatch):
     calls.clear()
     speed_data.measure_latency(config, state=state, out=out)
     assert calls == [victim]
-    # Another head variant: the head and the graph's operator reference are exported again
-    # (their fingerprints changed); the blocks, the overhead and the mapping network are not.
+    # Another head variant: the head, the student and the graph's operator reference are
+    # exported again (their fingerprints changed); the blocks, the overhead and the mapping
+    # network are not.
     calls.clear()
     subpixel = MeasureLatencyConfig.model_validate({**config.to_dict(), "head": "subpixel"})
     speed_data.measure_latency(subpixel, state=state, out=out)
-    assert sorted(calls) == ["graph_operators", "head-subpixel-s8-i32-h32"]
+    assert sorted(calls)[:2] == ["graph_operators", "head-subpixel-s8-i32-h32"]
+    assert len(calls) == 3 and calls[-1].endswith("-subpixel")
     assert set(json.loads((out / "points.json").read_text())["operators"]) == {
         "block", "block-const", "head-subpixel"}

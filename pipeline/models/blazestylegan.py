@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import pydantic
 import torch
@@ -157,8 +157,14 @@ class ModulatedSeparableConv(nn.Module):
         else:
             self.noise_strength = None
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor,
+                in_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``in_mask`` (1, Cin, 1, 1) of 0 / 1 (the latency search's channel mask) multiplies the
+        style: a masked input channel drops out of the data path and of the demodulation alike,
+        so the layer computes exactly what one without that input channel would."""
         s = self.style(w)                                       # (N, Cin, 1, 1)
+        if in_mask is not None:
+            s = s * in_mask
         dw = self.depthwise * self.dw_scale                     # (Cin, 1, 3, 3)
         pw = self.pointwise * self.pw_scale                     # (Cout, Cin, 1, 1)
         x = F.conv2d(x * s, dw, padding=1, groups=dw.shape[0])
@@ -207,11 +213,18 @@ class UpToRGB(nn.Module):
         self.subpixel = head == "subpixel"
         self.to_rgb = nn.Conv2d(hidden, 12 if self.subpixel else 3, 1)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = _conv_lrelu(self.project, x * (self.style(w) / math.sqrt(x.shape[1])))
+    def forward(self, x: torch.Tensor, w: torch.Tensor, in_mask: torch.Tensor | None = None,
+                hidden_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The masks (the latency search's, 0 / 1 of shape (1, C, 1, 1)) drop input channels
+        (on the style) and hidden channels (after each activation: every later use of a masked
+        channel then sees zeros) exactly."""
+        s = self.style(w) / math.sqrt(x.shape[1])
+        x = _conv_lrelu(self.project, x * (s if in_mask is None else s * in_mask))
+        x = x if hidden_mask is None else x * hidden_mask
         for stage in self.up:
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = _conv_lrelu(stage["pointwise"], stage["depthwise"](x))
+            x = x if hidden_mask is None else x * hidden_mask
         x = self.to_rgb(x)
         return F.pixel_shuffle(x, 2) if self.subpixel else x
 
@@ -221,18 +234,32 @@ def _conv_lrelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(F.conv2d(x, conv.weight * SQRT2, conv.bias * SQRT2), 0.2)
 
 
-def run_blocks(const: torch.Tensor, blocks: nn.ModuleList,
-               styles: Sequence[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+class SynthesisMasks(NamedTuple):
+    """The latency search's channel masks (0 / 1, each (1, C, 1, 1)): one per level, on the
+    level's channels (its two convolutions' outputs alike; the first level's also on the
+    constant), and one on the last head's hidden channels (or None)."""
+
+    levels: Sequence[torch.Tensor]
+    head: torch.Tensor | None
+
+
+def run_blocks(const: torch.Tensor, blocks: nn.ModuleList, styles: Sequence[torch.Tensor],
+               masks: SynthesisMasks | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """The student's block loop, shared by training (:class:`BlazeSynthesis`) and inference
     (``pipeline.models.inference``): yields (level index, features (N, C, r/4, r/4)) per level.
 
-    ``styles[k]`` (N, w_dim, 1, 1) drives style input k; block i uses inputs 2i and 2i + 1.
+    ``styles[k]`` (N, w_dim, 1, 1) drives style input k; block i uses inputs 2i and 2i + 1. With
+    ``masks``, each convolution drops the masked channels of its input (its consumer's style).
     """
     x = const.expand(styles[0].shape[0], -1, -1, -1)
     for i, (conv1, conv2) in enumerate(blocks):
         if i > 0:
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        x = conv2(conv1(x, styles[2 * i]), styles[2 * i + 1])
+        if masks is None:
+            x = conv2(conv1(x, styles[2 * i]), styles[2 * i + 1])
+        else:
+            x = conv1(x, styles[2 * i], masks.levels[max(i - 1, 0)])
+            x = conv2(x, styles[2 * i + 1], masks.levels[i])
         yield i, x
 
 
@@ -252,22 +279,32 @@ class BlazeSynthesis(nn.Module):
             self.heads.append(UpToRGB(out_ch, hidden, config.w_dim, config.head))
             in_ch = out_ch
 
-    def features(self, ws: torch.Tensor, level: int | None = None):
+    def features(self, ws: torch.Tensor, level: int | None = None,
+                 masks: SynthesisMasks | None = None):
         """Yield (level, features, head w) for every level (up to ``level``)."""
         styles = ws[:, :, :, None, None].unbind(1)  # num_ws x (N, w_dim, 1, 1): w as 1x1 "images"
-        for i, x in run_blocks(self.const, self.blocks, styles):
+        for i, x in run_blocks(self.const, self.blocks, styles, masks):
             yield i, x, styles[2 * i + 2]
             if level is not None and i == level:
                 return
 
-    def forward(self, ws: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        pyramid = [self.heads[i](x, w) for i, x, w in self.features(ws)]
+    def _head(self, i: int, x: torch.Tensor, w: torch.Tensor,
+              masks: SynthesisMasks | None) -> torch.Tensor:
+        if masks is None:
+            return self.heads[i](x, w)
+        last = i == len(self.heads) - 1
+        return self.heads[i](x, w, masks.levels[i], masks.head if last else None)
+
+    def forward(self, ws: torch.Tensor, masks: SynthesisMasks | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The final image and the pyramid; with ``masks``, of the network they leave."""
+        pyramid = [self._head(i, x, w, masks) for i, x, w in self.features(ws, masks=masks)]
         return pyramid[-1], pyramid
 
-    def final_image(self, ws: torch.Tensor) -> torch.Tensor:
+    def final_image(self, ws: torch.Tensor, masks: SynthesisMasks | None = None) -> torch.Tensor:
         """The inference graph: every block, and the last head only."""
-        *_, (i, x, w) = self.features(ws)
-        return self.heads[i](x, w)
+        *_, (i, x, w) = self.features(ws, masks=masks)
+        return self._head(i, x, w, masks)
 
 
 class BlazeStyleGAN(nn.Module):

@@ -31,10 +31,12 @@ in shuffled passes.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
 import platform
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -67,10 +69,13 @@ class MeasureLatencyConfig(StageConfig):
 
     preset: str                      # the student preset whose geometry is sampled
     head: Literal["bilinear", "subpixel"]
+    w_dim: PositiveInt | None        # the searched student's (style affines); None: the preset's
     widen: Annotated[float, pydantic.Field(ge=1)]  # widths up to widen x the preset's widest
     blocks: Annotated[int, pydantic.Field(ge=0)]   # sampled block configurations (beyond the
     heads: Annotated[int, pydantic.Field(ge=0)]    # preset's own) and sampled head ones
+    const_share: Annotated[float, pydantic.Field(ge=0, le=1)]  # of the blocks: first-level ones
     preset_units: bool                             # measure the preset's own units too
+    students: Annotated[int, pydantic.Field(ge=0)]  # whole random students (additivity check)
     seed: int
     threads: PositiveInt
     warmup: PositiveInt
@@ -94,8 +99,11 @@ class MeasureLatencyConfig(StageConfig):
         return self
 
     def student(self) -> BlazeStyleGANConfig:
-        return BlazeStyleGANConfig.model_validate({**PRESETS[self.preset].to_dict(),
-                                                   "head": self.head})
+        """The preset with the head variant (and w_dim) measured."""
+        preset = PRESETS[self.preset].to_dict()
+        return BlazeStyleGANConfig.model_validate({
+            **preset, "head": self.head,
+            "w_dim": preset["w_dim"] if self.w_dim is None else self.w_dim})
 
 
 class UnitSpec(pydantic.BaseModel):
@@ -142,21 +150,26 @@ def preset_units(student: BlazeStyleGANConfig) -> list[UnitSpec]:
 
 def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
     """``blocks`` + ``heads`` sampled units (no duplicates), after the preset's own ones when
-    ``config.preset_units``."""
+    ``config.preset_units``. A share ``const_share`` of the blocks are first-level ones (from a
+    constant, no upsampling), at any of the preset's feature sizes: a search that budgets a
+    student's latency at a larger feature size than it trains at (``search.latency_resolution``)
+    meets them there."""
     student = config.student()
-    rng = np.random.default_rng(config.seed)
-    widest = {"block": max(student.channels), "head": max(student.head_channels)}
-    widths = {kind: np.arange(8, int(w * config.widen) + 1, 8) for kind, w in widest.items()}
+    widths = _widths(student, config.widen)
     specs = dict.fromkeys(preset_units(student) if config.preset_units else [])
-    sizes = [r // 4 for r in student.levels[1:]]
-    for kind, count in (("block", config.blocks), ("head", config.heads)):
+    sizes = [r // 4 for r in student.levels]
+    for stream, (kind, count) in enumerate((("block", config.blocks), ("head", config.heads))):
+        # one stream per kind: asking for more of one keeps the others' and its own first ones
+        rng = np.random.default_rng([config.seed, stream])
         wanted, tries = len(specs) + count, 0
         while len(specs) < wanted and tries < 100 * (count + 1):
             tries += 1
             cin, cout = (int(c) for c in rng.choice(widths[kind], 2))
             if kind == "block":
-                spec = UnitSpec(kind="block", size=int(rng.choice(sizes)), in_channels=cin,
-                                out_channels=cout)
+                const = bool(rng.random() < config.const_share)
+                size = int(rng.choice(sizes if const else sizes[1:]))
+                spec = UnitSpec(kind="block", size=size, in_channels=cin, out_channels=cout,
+                                upsample=not const)
             else:
                 cin = int(rng.choice(widths["block"]))
                 spec = UnitSpec(kind="head", size=student.resolution // 4, in_channels=cin,
@@ -166,6 +179,37 @@ def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
             log.warning("only %d distinct %s configurations of the %d asked for exist at widen "
                         "%g", count - (wanted - len(specs)), kind, count, config.widen)
     return list(specs)
+
+
+def _widths(student: BlazeStyleGANConfig, widen: float) -> dict[str, np.ndarray]:
+    """The widths sampled: multiples of 8 up to ``widen`` x the student's widest block and
+    last head."""
+    widest = {"block": max(student.channels), "head": student.head_channels[-1]}
+    return {kind: np.arange(8, max(int(w * widen), 8) + 1, 8) for kind, w in widest.items()}
+
+
+def sample_students(config: MeasureLatencyConfig) -> list[BlazeStyleGANConfig]:
+    """``students`` whole students at the preset's geometry, each level's width (and the last
+    head's) a multiple of 8 up to ``widen`` x the preset's: the students a width search of the
+    preset widened by ``widen`` can return. Their measured latency against the sum of their
+    units' predicted ones is the speed model's additivity check (``fit_speed_model``)."""
+    student = config.student()
+    rng = np.random.default_rng([config.seed, 2])
+    students = []
+    for _ in range(config.students):
+        channels = [int(rng.choice(np.arange(8, int(c * config.widen) + 1, 8)))
+                    for c in student.channels]
+        head = int(rng.choice(np.arange(8, int(student.head_channels[-1] * config.widen) + 1,
+                                        8)))
+        students.append(BlazeStyleGANConfig.model_validate({
+            **student.to_dict(), "channels": channels,
+            "head_channels": [*student.head_channels[:-1], head]}))
+    return students
+
+
+def student_key(student: BlazeStyleGANConfig) -> str:
+    return (f"student-c{'-'.join(map(str, student.channels))}-h{student.head_channels[-1]}"
+            f"-{student.head}")
 
 
 def unit_model(spec: UnitSpec, w_dim: int, seed: int) -> nn.Module:
@@ -212,32 +256,36 @@ def machine_record(threads: int) -> dict[str, Any]:
 
 
 def code_digest() -> str:
-    """A hash of the source of the modules that build, export and convert the micro-models, and
-    of the converters' and runtimes' versions."""
+    """A hash of what an exported micro-model depends on: the source of the modules that build,
+    export and convert it, of this module's builders (not of the whole module: editing how the
+    points are timed or stored re-exports nothing), and the converters' and runtimes' versions."""
     import pipeline.export.onnx_export as onnx_export
     import pipeline.export.onnx_simplify as onnx_simplify
     import pipeline.export.tflite as tflite
     import pipeline.models.blazestylegan as blazestylegan
+    import pipeline.models.inference as inference
     import pipeline.models.layers as layers
     import pipeline.models.stylegan2 as stylegan2
     import pipeline.models.units as units
     import pipeline.profiling.chain as chain
 
     digest = hashlib.sha256()
-    for module in (onnx_export, onnx_simplify, tflite, blazestylegan, layers, stylegan2, units,
-                   chain):
+    for module in (onnx_export, onnx_simplify, tflite, blazestylegan, inference, layers,
+                   stylegan2, units, chain):
         digest.update(Path(module.__file__).read_bytes())
-    digest.update(Path(__file__).read_bytes())
+    for builder in (unit_model, student_model, operator_reference, graph_mapping, _exported):
+        digest.update(inspect.getsource(builder).encode())
     digest.update(json.dumps(tool_versions(), sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
-def _exported(name: str, what: dict, model: nn.Module, input_dim: int, layout: str | None,
-              state: Path, seed: int, code: str) -> dict:
-    """Export ``model`` into ``state/name`` unless a checked export of the same fingerprint
-    (``what`` it is, its input, seed, ``code``: :func:`code_digest`) is there already; its
-    record (FLOPs, checks, operators, the float16 file). An unreadable record (a run killed
-    while writing it, in spite of the atomic write) counts as none."""
+def _exported(name: str, what: dict, model: nn.Module | Callable[[], nn.Module],
+              input_dim: int, layout: str | None, state: Path, seed: int, code: str) -> dict:
+    """Export ``model`` (or the model a factory builds) into ``state/name`` unless a checked
+    export of the same fingerprint (``what`` it is, its input, seed, ``code``:
+    :func:`code_digest`) is there already; its record (FLOPs, checks, operators, the float16
+    file). An unreadable record (a run killed while writing it, in spite of the atomic write)
+    counts as none."""
     directory = state / name
     record_path = directory / "export.json"
     fingerprint = _digest_of({"what": what, "input_dim": input_dim, "seed": seed, "code": code})
@@ -248,6 +296,8 @@ def _exported(name: str, what: dict, model: nn.Module, input_dim: int, layout: s
     except (OSError, ValueError):
         pass
     inputs = torch.randn(2, input_dim, generator=torch.Generator().manual_seed(seed))
+    if not isinstance(model, nn.Module):
+        model = model()
     exported = export_for_timing(model, inputs, directory, layout)
     for leftover in ("model.onnx", "simplified.onnx", "model_float32.tflite"):
         (directory / leftover).unlink(missing_ok=True)
@@ -279,26 +329,32 @@ def check_operators(records: dict[str, dict], specs: dict[str, UnitSpec],
 
 
 def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> dict:
-    """Export (resumably, into ``state``) and time the micro-models; write the dataset to the
-    directory ``out`` (``points.json``); return the stage's metrics."""
+    """Export (resumably, into ``state``) and time the micro-models and whole students; write the
+    dataset to the directory ``out`` (``points.json``); return the stage's metrics."""
     student = config.student()
     specs = {spec.key: spec for spec in sample_units(config)}
+    students = {student_key(s): s for s in sample_students(config)}
     state.mkdir(parents=True, exist_ok=True)
     code = code_digest()
-    constants = {  # name: (what it depends on, model, input size, output layout)
+    models = {  # name: (what it depends on, model, input size, output layout)
         "overhead": ({"w_dim": student.w_dim}, Overhead(), student.w_dim, None),
         "graph_operators": (student.to_dict(), operator_reference(student, config.seed),
                             student.w_dim, "nhwc"),
         "mapping": (student.mapping_config().to_dict(), graph_mapping(student, config.seed),
                     student.z_dim, None)}
+    for key, spec in specs.items():
+        models[key] = ({**spec.model_dump(), "w_dim": student.w_dim},
+                       lambda spec=spec: unit_model(spec, student.w_dim,
+                                                    _seed_of(spec.key, config.seed)),
+                       student.w_dim, "nchw")
+    for key, whole in students.items():
+        models[key] = (whole.to_dict(), lambda whole=whole: student_model(whole, config.seed),
+                       student.w_dim, "nhwc")
     records = {}
-    for i, (name, (what, model, dim, layout)) in enumerate(constants.items()):
-        records[name] = _exported(name, what, model, dim, layout, state, config.seed + i, code)
-    for i, (key, spec) in enumerate(specs.items()):
-        log.info("micro-model %d/%d: %s", i + 1, len(specs), key)
-        records[key] = _exported(key, {**spec.model_dump(), "w_dim": student.w_dim},
-                                 unit_model(spec, student.w_dim, config.seed + i),
-                                 student.w_dim, "nchw", state, config.seed + i, code)
+    for i, (name, (what, model, dim, layout)) in enumerate(models.items()):
+        log.info("model %d/%d: %s", i + 1, len(models), name)
+        records[name] = _exported(name, what, model, dim, layout, state,
+                                  _seed_of(name, config.seed), code)
     operators = check_operators(records, specs, set(records["graph_operators"]["operators"]))
     del records["graph_operators"]  # not timed: it stands for the graph's operators only
     timings = _timed(records, state, config)
@@ -306,20 +362,30 @@ def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> 
     points = [{**spec.model_dump(), "key": key, "gflops": records[key]["gflops"],
                "latency_ms": timings[key]["p50_ms"] - overhead, **timings[key],
                "operators": records[key]["operators"]} for key, spec in specs.items()]
+    wholes = [{"key": key, "student": whole.to_dict(), "gflops": records[key]["gflops"],
+               "units": [spec.model_dump() for spec in preset_units(whole)],
+               "latency_ms": timings[key]["p50_ms"], **timings[key]}
+              for key, whole in students.items()]
     dataset = {"machine": machine_record(config.threads), "config": config.to_dict(),
                "student": student.to_dict(), "overhead_ms": overhead,
                "mapping_ms": timings["mapping"]["p50_ms"] - overhead, "operators": operators,
-               "points": points}
+               "points": points, "students": wholes}
     with atomic_path(out, directory=True) as tmp:
         write_json(tmp / "points.json", dataset)
-    cvs = [p["cv"] for p in points]
+    cvs = [p["cv"] for p in points + wholes]
     return {"points": len(points), "blocks": sum(p["kind"] == "block" for p in points),
-            "heads": sum(p["kind"] == "head" for p in points), "overhead_ms": overhead,
-            "mapping_ms": dataset["mapping_ms"], "max_cv": max(cvs),
+            "heads": sum(p["kind"] == "head" for p in points), "students": len(wholes),
+            "overhead_ms": overhead, "mapping_ms": dataset["mapping_ms"], "max_cv": max(cvs),
             "median_cv": float(np.median(cvs)),
-            "remeasured": sum(len(p["rounds_ms"]) > config.passes for p in points),
+            "remeasured": sum(len(p["rounds_ms"]) > config.passes for p in points + wholes),
             "machine": dataset["machine"],
-            "digest": _digest_of(sorted(p["key"] for p in points))}  # what was measured
+            "digest": _digest_of(sorted(p["key"] for p in points + wholes))}  # what was measured
+
+
+def student_model(student: BlazeStyleGANConfig, seed: int) -> nn.Module:
+    """A whole student's inference graph (w in, NHWC image out), random weights as trained."""
+    torch.manual_seed(seed)
+    return strip_aux_heads(randomize_like_trained(BlazeStyleGAN(student), seed), "w", "nhwc")
 
 
 def operator_reference(student: BlazeStyleGANConfig, seed: int) -> nn.Module:
@@ -353,6 +419,11 @@ def _timed(records: dict[str, dict], state: Path, config: MeasureLatencyConfig) 
             timings[name] = summarize_rounds(timings[name]["rounds_ms"]
                                              + again[name]["rounds_ms"])
     return timings
+
+
+def _seed_of(name: str, seed: int) -> int:
+    """A model's own seed: the same whatever else is measured with it (so it resumes)."""
+    return int(_digest_of([name, seed])[:8], 16)
 
 
 def _digest_of(obj: Any) -> str:

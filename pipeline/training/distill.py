@@ -236,14 +236,16 @@ class TeacherProbe:
         return side_by_side(self.sample_images, student, self.sample_ws)
 
 
-def student_step(config: DistillConfig, student: BlazeStyleGAN, D: nn.Module,
-                 opt_G: torch.optim.Optimizer, styles: StyleSample, target: torch.Tensor,
-                 distance: nn.Module, run: TrainingRun) -> tuple[torch.Tensor, dict]:
-    """One update of the student with the weighted sum of Eq. 4: perceptual distance and pixel
+def student_loss(config: DistillConfig, student: BlazeStyleGAN, D: nn.Module,
+                 styles: StyleSample, target: torch.Tensor, distance: nn.Module,
+                 run: TrainingRun) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The student's loss of one step, the weighted sum of Eq. 4: perceptual distance and pixel
     L1 over the pyramid, the adversarial loss (and the w regression of a distilled mapping).
+    ``student`` is anything with a BlazeStyleGAN's ``synthesis`` and ``mapping`` (the latency
+    search's masked supernet too).
 
     Returns:
-        (the student's final images, the logged values).
+        (the loss, the student's final images, the logged values).
     """
     D.requires_grad_(False)
     with run.autocast:
@@ -262,6 +264,18 @@ def student_step(config: DistillConfig, student: BlazeStyleGAN, D: nn.Module,
         mapping_loss = losses.mapping_regression_loss(w_student.float(), styles.w)
         g_loss = g_loss + config.lambda_mapping * mapping_loss
         values["loss/mapping"] = mapping_loss.detach()
+    return g_loss, image, values
+
+
+def student_step(config: DistillConfig, student: BlazeStyleGAN, D: nn.Module,
+                 opt_G: torch.optim.Optimizer, styles: StyleSample, target: torch.Tensor,
+                 distance: nn.Module, run: TrainingRun) -> tuple[torch.Tensor, dict]:
+    """One update of the student with :func:`student_loss`.
+
+    Returns:
+        (the student's final images, the logged values).
+    """
+    g_loss, image, values = student_loss(config, student, D, styles, target, distance, run)
     optimizer_step(g_loss, student, opt_G, run.dist)
     return image, values
 

@@ -1,0 +1,253 @@
+"""Latency-driven width search for the BlazeStyleGAN student (the ``search_architecture``
+stage), after "Real-Time Portrait Stylization on the Edge": the student widened into a supernet
+with straight-through channel masks (:mod:`pipeline.models.masked`), distilled from the teacher
+with the distillation loss plus a latency penalty from the fitted speed model
+(:mod:`pipeline.profiling.speed_model`), whose gradient reaches the masks.
+
+* **Loss**: the distill stage's (Eq. 4; the ``distill`` section's weights, optimisers and run
+  keys) plus ``gamma * max(0, (T_pred - T(t)) / (T_super - T))``: T_pred the speed model's
+  latency of the network the masks leave, T_super the whole supernet's, T the target and T(t)
+  the scheduled one, falling linearly from T_super to T over the first ``schedule`` share of the
+  steps. T_pred is a function of the kept widths computed with the straight-through groups, so
+  the masks get the latency gradient (the public anchor detaches it: reference note).
+* **Latency geometry**: the units are predicted at ``latency_resolution`` (the student's levels
+  with every feature size scaled by latency_resolution / resolution): at the 32 px default a
+  student runs in under 0.1 ms, mostly overhead, so its widths are budgeted as the same network
+  at 256 px, where the speed model was measured. At 256 (a GPU search) the scale is 1.
+* **Target**: ``target_ms``, or ``target_ratio`` times the predicted latency of the un-widened
+  student (``distill.student``).
+* **Output**: the extracted student (a regular student snapshot, every head, the searched
+  widths), its config and predicted latency, the mask trajectory in dvclive (kept widths per
+  level, predicted and scheduled latency).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import pydantic
+import torch
+
+from pipeline.config import PositiveInt, StageConfig
+from pipeline.data.dataset import FaceDataset
+from pipeline.errors import ConfigError
+from pipeline.io import sha256_file
+from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGANConfig
+from pipeline.models.masked import MaskedStudent, extract, share_masks, supernet_config
+from pipeline.models.stylegan2 import Discriminator, load_teacher
+from pipeline.perceptual import perceptual_distance
+from pipeline.profiling.speed_model import SpeedModel, load_speed_model, student_units
+from pipeline.search.geometry import latency_sizes
+from pipeline.training import distill as distillation
+from pipeline.training.adversarial import discriminator_step, r1_step
+from pipeline.training.distill import DistillConfig, TeacherProbe, check_compatible
+from pipeline.training.run import RunPaths, TrainingRun
+from pipeline.training.runtime import (
+    ema_beta,
+    lazy_adam,
+    local_main_first,
+    module_digest,
+    optimizer_step,
+    update_ema,
+)
+
+STATE_KIND = "search-state"
+
+
+class SearchSection(StageConfig):
+    """The ``search_architecture`` section of params.yaml (the rest comes from ``distill``)."""
+
+    widen: Annotated[float, pydantic.Field(ge=1)]   # supernet widths: widen x distill.student's
+    steps: PositiveInt
+    target_ms: Annotated[float, pydantic.Field(gt=0)] | None
+    target_ratio: Annotated[float, pydantic.Field(gt=0)] | None
+    latency_resolution: Annotated[int, pydantic.Field(ge=16)]
+    gamma: Annotated[float, pydantic.Field(ge=0)]   # the latency penalty's weight
+    schedule: Annotated[float, pydantic.Field(gt=0, le=1)]  # share of steps to reach the target
+    mask_lr_mul: Annotated[float, pydantic.Field(gt=0)]  # the masks' learning rate / g_lr
+    seed: int
+
+    @pydantic.model_validator(mode="after")
+    def _one_target(self):
+        if (self.target_ms is None) == (self.target_ratio is None):
+            raise ValueError("set exactly one of target_ms and target_ratio (the other null)")
+        return self
+
+
+class SearchConfig(DistillConfig):
+    """The distillation config of the search: ``distill``'s, with the supernet as its student
+    and the search section's steps and seed; the search keys beside."""
+
+    SECTION: ClassVar[str] = "search_architecture"
+
+    search: SearchSection
+    base_student: BlazeStyleGANConfig
+
+    def training_identity(self) -> dict:
+        identity = super().training_identity()
+        identity["search"] = {k: v for k, v in identity["search"].items() if k != "steps"}
+        return identity
+
+    @classmethod
+    def build(cls, distill: DistillConfig, search: SearchSection) -> SearchConfig:
+        return cls.model_validate({
+            **distill.to_dict(), "student": supernet_config(distill.student,
+                                                            search.widen).to_dict(),
+            "steps": search.steps, "seed": search.seed, "search": search.to_dict(),
+            "base_student": distill.student.to_dict()})
+
+
+class LatencyPenalty:
+    """The speed model's latency of the network the masks leave, at the latency geometry, and
+    the scheduled penalty on it."""
+
+    def __init__(self, speed: SpeedModel, config: SearchConfig):
+        self.speed, search = speed, config.search
+        student = config.student
+        scale = search.latency_resolution / student.resolution
+        if scale < 1 or scale != 2 ** round(math.log2(scale)):
+            raise ConfigError(f"search_architecture.latency_resolution "
+                              f"{search.latency_resolution}: a power-of-two multiple of the "
+                              f"student's resolution {student.resolution}")
+        self.sizes = latency_sizes(student, search.latency_resolution)
+        self.head = student.head
+        if speed.w_dim != student.w_dim:
+            raise ConfigError(f"the speed model was measured with w_dim {speed.w_dim}, the "
+                              f"student has {student.w_dim} (measure_latency.preset)")
+        speed.check_domain(self.units([*student.channels, student.head_channels[-1]]))
+        self.supernet_ms = self.predict([*student.channels, student.head_channels[-1]])
+        base = config.base_student
+        self.base_ms = self.predict([*base.channels, base.head_channels[-1]])
+        self.target_ms = (search.target_ms if search.target_ms is not None
+                          else search.target_ratio * self.base_ms)
+        if self.target_ms >= self.supernet_ms:
+            raise ConfigError(f"search_architecture: target {self.target_ms:.3f} ms is not below "
+                              f"the supernet's predicted {self.supernet_ms:.3f} ms: nothing to "
+                              "search (lower the target or raise widen)")
+        self.ramp = max(1, round(search.schedule * config.steps))
+        self.gamma = search.gamma
+
+    def units(self, widths):
+        *channels, head = widths
+        return student_units(channels, head, self.sizes, self.head)
+
+    def predict(self, widths) -> float:
+        with torch.no_grad():
+            return float(self.speed.student_ms(self.units(widths)))
+
+    def scheduled(self, step: int) -> float:
+        done = min(1.0, (step + 1) / self.ramp)
+        return self.supernet_ms + done * (self.target_ms - self.supernet_ms)
+
+    def __call__(self, widths: list[torch.Tensor], step: int
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+        predicted = self.speed.student_ms(self.units(widths))
+        target = self.scheduled(step)
+        penalty = self.gamma * torch.clamp_min(
+            (predicted - target) / (self.supernet_ms - self.target_ms), 0.0)
+        return penalty, {"latency/predicted_ms": predicted.detach(),
+                         "latency/target_ms": target, "latency/penalty": penalty.detach()}
+
+
+def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
+                        dataset_dir: str | Path, speed_model_path: str | Path, paths: RunPaths,
+                        device: str = "auto", vgg19_weights: str | Path | None = None) -> dict:
+    """Search the student's widths; write the extracted student's snapshot to
+    ``paths.snapshot``. Resumable like the distill stage (``paths.state``).
+
+    Returns:
+        the searched config, its predicted latency (and the supernet's, the un-widened
+        student's, the target), the student-vs-teacher evaluation of the masked supernet at the
+        end, and the last logged training values.
+    """
+    run = TrainingRun(config, paths, device, STATE_KIND)
+    speed = load_speed_model(speed_model_path)
+    penalty = LatencyPenalty(speed, config)
+    teacher = load_teacher(teacher_path, run.device)
+    dataset = FaceDataset(dataset_dir, xflip=config.xflip, in_memory="auto")
+    check_compatible(config, teacher.config, dataset.resolution)
+    with local_main_first(run.dist):
+        distance = perceptual_distance(config.perceptual, vgg19_weights,
+                                       config.allow_download).to(run.device)
+    identity = {"teacher": {"config": teacher.config.to_dict(),
+                            "weights_sha256": module_digest(teacher)},
+                "dataset_sha256": dataset.manifest_sha256,
+                "speed_model_sha256": sha256_file(speed_model_path)}
+    torch.manual_seed(config.seed)
+    masked = MaskedStudent(distillation.build_student(config, teacher)).to(run.device)
+    D = Discriminator(teacher.config.model_copy(update=config.discriminator.to_dict()))
+    D = D.to(run.device)
+    ema = share_masks(copy.deepcopy(masked).eval().requires_grad_(False), masked)
+    weights = [p for p in masked.student.parameters() if p.requires_grad]
+    mask_lr = config.g_lr * config.search.mask_lr_mul
+    opt_G = torch.optim.Adam(
+        [{"params": weights}, {"params": list(masked.masks.parameters()), "lr": mask_lr}],
+        lr=config.g_lr, betas=tuple(config.g_betas), eps=1e-8)
+    opt_D = lazy_adam(D.parameters(), config.d_lr, config.r1_interval, config.r1_gamma > 0)
+    probe = TeacherProbe(config, teacher, run.device)
+    state = run.resume(identity, {"student": masked, "student_ema": ema, "D": D,
+                                  "opt_G": opt_G, "opt_D": opt_D},
+                       progress_keys=("loss/g", "latency/predicted_ms", "latency/target_ms",
+                                      "eval/psnr"))
+    beta = ema_beta(config.batch_size, config.ema_kimg)
+    batches = run.real_batches(dataset)
+    evaluation: dict[str, float] = {}
+    for step in run.steps():
+        real = next(batches)
+        with torch.no_grad():
+            styles = distillation.sample_step_styles(teacher, run.local_batch,
+                                                     config.style_mixing,
+                                                     run.generator(step, "draws"), run.device)
+            target = teacher.synthesis(distillation.mixed_ws(styles, teacher.config), "const")
+        g_loss, image, values = distillation.student_loss(config, masked, D, styles, target,
+                                                          distance, run)
+        latency, latency_values = penalty(masked.masks.widths(), step)
+        optimizer_step(g_loss + latency, masked, opt_G, run.dist)
+        masked.masks.clamp_()
+        values.update(latency_values)
+        values.update(_widths_logged(masked, config.student))
+        values.update(discriminator_step(D, opt_D, real, image, run.autocast, run.dist))
+        if config.r1_gamma > 0 and step % config.r1_interval == 0:
+            values["reg/r1"] = r1_step(D, opt_D, real, config.r1_gamma, config.r1_interval,
+                                       run.dist)
+        update_ema(ema, masked, beta)
+        run.record(step, values)
+        evaluated = run.due(step, config.eval_every)
+        if evaluated:
+            evaluation = probe.evaluate(ema)
+        run.report(step, samples=lambda: probe.grid(ema),
+                   log_extra={f"eval/{k}": v for k, v in evaluation.items()} if evaluated else None)
+    if not evaluation:  # nothing left to train: evaluate what the state holds
+        evaluation = probe.evaluate(ema)
+    return _finish(run, config, ema, penalty, probe, evaluation, state, teacher_path, identity)
+
+
+def _widths_logged(masked: MaskedStudent, supernet: BlazeStyleGANConfig) -> dict[str, Any]:
+    *levels, head = (w.detach() for w in masked.masks.widths())
+    values = {f"width/level_{r}": w for r, w in zip(supernet.levels, levels)}
+    values["width/head"] = head
+    return values
+
+
+def _finish(run: TrainingRun, config: SearchConfig, ema: MaskedStudent, penalty: LatencyPenalty,
+            probe: TeacherProbe, evaluation: dict, state: dict | None, teacher_path: str | Path,
+            identity: dict) -> dict:
+    searched = ema.searched_config()
+    student = extract(ema)
+    widths = [*searched.channels, searched.head_channels[-1]]
+    result = {"searched": {"channels": searched.channels,
+                           "head_channels": searched.head_channels},
+              "predicted_ms": penalty.predict(widths), "target_ms": penalty.target_ms,
+              "supernet_ms": penalty.supernet_ms, "base_ms": penalty.base_ms,
+              "latency_resolution": config.search.latency_resolution,
+              "supernet": {"channels": config.student.channels,
+                           "head_channels": config.student.head_channels},
+              "steps": config.steps, "final": evaluation, "training": run.last_metrics,
+              "resumed": state is not None}
+    run.finish(student, STUDENT_KIND, searched.to_dict(), samples=lambda: probe.grid(ema),
+               meta={"steps": config.steps, "search": result,
+                     "teacher_sha256": sha256_file(teacher_path), **identity})
+    return result

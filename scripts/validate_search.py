@@ -1,0 +1,177 @@
+"""Validate the latency search: searched students against uniformly scaled ones at the same
+budget, each distilled for the same steps, their latency measured on LiteRT.
+
+For each ``--scales`` value s, the uniform student is ``distill.student`` with every level and
+its last head s times as wide (multiples of 8); its latency, predicted by ``--speed-model`` at
+``search_architecture.latency_resolution``, is the budget (``target_ms``) of one search per
+``--seeds`` value. Every searched and uniform student is then distilled from scratch with the
+distill section's settings for ``--distill-steps`` (the same seed for both) and scored as
+``distill_sweep.py`` scores (SWD x 1e3 against the dataset, PSNR / SSIM against the teacher).
+Finally every architecture is exported at the latency geometry by the pipeline's chain
+(:func:`pipeline.search.geometry.scaled_graph`, random weights as trained) and timed in one
+process, interleaved: measured against predicted latency, and against the budget.
+
+Prints one JSON line per student, then the summary table; writes ``--out``/validation.json and
+the quality-vs-latency plot ``--out``/pareto.png. Asserts nothing.
+
+    python scripts/validate_search.py --teacher models/teacher.pt --dataset data/prepared \\
+        --speed-model runs/speed/speed_model.pt --out runs/validate_search --scales 1.0,0.75 \\
+        --seeds 0,1
+"""
+
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+from distill_sweep import distill_and_score
+
+from pipeline.config import read_yaml
+from pipeline.io import write_json
+from pipeline.models.blazestylegan import BlazeStyleGANConfig
+from pipeline.models.masked import GROUP
+from pipeline.profiling.chain import export_for_timing, time_interleaved
+from pipeline.profiling.speed_model import load_speed_model, student_units
+from pipeline.search.architecture import SearchConfig, SearchSection, search_architecture
+from pipeline.search.geometry import latency_sizes, scaled_graph
+from pipeline.training.distill import DistillConfig
+from pipeline.training.run import RunPaths
+
+DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def uniform(student: BlazeStyleGANConfig, scale: float) -> BlazeStyleGANConfig:
+    def scaled(c: int) -> int:
+        return max(GROUP, GROUP * round(c * scale / GROUP))
+
+    return BlazeStyleGANConfig.model_validate({
+        **student.to_dict(), "channels": [scaled(c) for c in student.channels],
+        "head_channels": [*student.head_channels[:-1], scaled(student.head_channels[-1])]})
+
+
+def predicted_ms(speed, config: BlazeStyleGANConfig, resolution: int) -> float:
+    units = student_units(config.channels, config.head_channels[-1],
+                          latency_sizes(config, resolution), config.head)
+    with torch.no_grad():
+        return float(speed.student_ms(units))
+
+
+def key(config: BlazeStyleGANConfig) -> str:
+    return f"c{'-'.join(map(str, config.channels))}-h{config.head_channels[-1]}"
+
+
+def measure(configs: dict[str, BlazeStyleGANConfig], resolution: int, threads: int,
+            rounds: int) -> dict[str, float]:
+    """p50 ms of every architecture at the latency geometry, timed together."""
+    with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
+        paths = {}
+        for name, config in configs.items():
+            graph = scaled_graph(config, resolution)
+            inputs = torch.randn(2, config.w_dim, generator=torch.Generator().manual_seed(0))
+            exported = export_for_timing(graph, inputs, Path(tmp) / name, "nhwc")
+            paths[name] = exported.tflite["float16"]
+        timings = time_interleaved(paths, threads, 5, 20, rounds, shuffle_seed=0)
+    return {name: t["p50_ms"] for name, t in timings.items()}
+
+
+def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
+         dataset: Path = typer.Option(..., help="dataset directory (prepare stage)"),
+         speed_model: Path = typer.Option(..., help="speed model snapshot (fit_speed_model)"),
+         out: Path = typer.Option(..., help="directory for the runs and the results"),
+         params: Path = typer.Option(DEFAULTS, help="params file (distill, search_architecture)"),
+         scales: str = typer.Option("1.0,0.75", help="uniform students' width scales"),
+         seeds: str = typer.Option("0,1", help="seeds of the searches and distillations"),
+         search_steps: int = typer.Option(None, help="default: search_architecture.steps"),
+         distill_steps: int = typer.Option(None, help="default: distill.steps"),
+         count: int = typer.Option(500, help="images of the SWD"),
+         threads: int = typer.Option(2, help="LiteRT threads"),
+         rounds: int = typer.Option(5, help="interleaved timing rounds"),
+         device: str = typer.Option("auto", help="auto, cpu or cuda")) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    sections = read_yaml(params)
+    distill = DistillConfig.model_validate(sections["distill"])
+    if distill_steps is not None:
+        distill = distill.model_copy(update={"steps": distill_steps})
+    search = SearchSection.model_validate(sections["search_architecture"])
+    if search_steps is not None:
+        search = search.model_copy(update={"steps": search_steps})
+    speed = load_speed_model(speed_model)
+    resolution = search.latency_resolution
+    rows, architectures = [], {}
+    for scale in (float(s) for s in scales.split(",")):
+        base = uniform(distill.student, scale)
+        budget = predicted_ms(speed, base, resolution)
+        architectures[key(base)] = base
+        for seed in (int(s) for s in seeds.split(",")):
+            run = out / f"scale{scale:g}" / f"seed{seed}"
+            config = SearchConfig.build(
+                distill.model_copy(update={"seed": seed}),
+                search.model_copy(update={"target_ms": budget, "target_ratio": None,
+                                          "seed": seed}))
+            found = search_architecture(
+                config, teacher_path=teacher, dataset_dir=dataset, speed_model_path=speed_model,
+                device=device, paths=RunPaths(snapshot=run / "search" / "student.pt",
+                                              state=run / "search" / "state.pt"))
+            searched = BlazeStyleGANConfig.model_validate({
+                **distill.student.to_dict(), **found["searched"]})
+            architectures[key(searched)] = searched
+            for name, student in (("searched", searched), ("uniform", base)):
+                trained = distill.model_copy(update={"seed": seed, "student": student})
+                score = distill_and_score(trained, teacher, dataset, run / name, count,
+                                          device=device)
+                row = {"scale": scale, "seed": seed, "student": name, "arch": key(student),
+                       "budget_ms": budget,
+                       "predicted_ms": predicted_ms(speed, student, resolution), **score}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    measured = measure(architectures, resolution, threads, rounds)
+    for row in rows:
+        row["measured_ms"] = measured[row["arch"]]
+    summary = summarize(rows)
+    print(json.dumps(summary, indent=1))
+    write_json(out / "validation.json", {"rows": rows, "summary": summary,
+                                         "latency_resolution": resolution})
+    plot(rows, out / "pareto.png")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per scale and student kind: the mean and spread over seeds of quality and latency."""
+    table = []
+    for scale in sorted({r["scale"] for r in rows}, reverse=True):
+        for name in ("searched", "uniform"):
+            group = [r for r in rows if r["scale"] == scale and r["student"] == name]
+            entry = {"scale": scale, "student": name, "seeds": len(group),
+                     "archs": sorted({r["arch"] for r in group})}
+            for metric in ("student_swd_mean", "psnr", "ssim", "predicted_ms", "measured_ms",
+                           "budget_ms"):
+                values = np.array([r[metric] for r in group], dtype=float)
+                entry[metric] = float(values.mean())
+                entry[f"{metric}_range"] = [float(values.min()), float(values.max())]
+            table.append(entry)
+    return table
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, marker in (("searched", "o"), ("uniform", "s")):
+        group = [r for r in rows if r["student"] == name]
+        ax.scatter([r["measured_ms"] for r in group], [r["student_swd_mean"] for r in group],
+                   marker=marker, label=name)
+    ax.set_xlabel("measured latency at the search geometry (ms, LiteRT)")
+    ax.set_ylabel("student SWD x 1e3 (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(typer.run(main))

@@ -1,0 +1,159 @@
+"""The latency search on a tiny teacher: the penalty's gradient reaches the masks, a short
+search lands near its budget and writes a regular student of the searched widths, it resumes
+bit-equal, and bad budgets are refused by name."""
+
+import json
+
+import numpy as np
+import pydantic
+import pytest
+import torch
+
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.models.blazestylegan import load_student
+from pipeline.models.masked import MaskedStudent
+from pipeline.profiling.speed_model import (
+    FitSpeedModelConfig,
+    fit_speed_model,
+    point_unit,
+    save_speed_model,
+    unit_elements,
+    unit_macs,
+)
+from pipeline.search.architecture import (
+    LatencyPenalty,
+    SearchConfig,
+    SearchSection,
+    search_architecture,
+)
+from pipeline.training.run import RunPaths
+from pipeline.training.runtime import module_digest
+from test_distill import TINY_DISTILL, dataset, distill_config, teacher  # noqa: F401
+
+SEARCH = {"widen": 2.0, "steps": 8, "target_ms": None, "target_ratio": 0.6,
+          "latency_resolution": 16, "gamma": 1.0, "schedule": 0.5, "mask_lr_mul": 20.0,
+          "seed": 0}
+
+
+def _law(family, size, cin, cout, w_dim=16):
+    return (0.01 + 4e-7 * unit_macs(family, size, cin, cout, w_dim)
+            + 2e-7 * unit_elements(family, size, cin, cout))
+
+
+@pytest.fixture(scope="module")
+def speed_model(tmp_path_factory):
+    """A speed model fitted on a known latency law over the tiny student's units."""
+    rng = np.random.default_rng(0)
+    points = []
+    for i in range(120):
+        kind = ("block", "block-const", "head")[i % 3]
+        size = 4 if kind == "head" else int(rng.choice([2, 4]))
+        cin, cout = (int(c) for c in rng.choice(np.arange(8, 129, 8), 2))
+        point = {"kind": "head" if kind == "head" else "block", "size": size,
+                 "in_channels": cin, "out_channels": cout, "upsample": kind == "block",
+                 "head": "bilinear", "key": f"p{i}"}
+        points.append({**point, "latency_ms": _law(*point_unit(point))})
+    data = {"points": points, "students": [], "overhead_ms": 0.02, "student": {"w_dim": 16},
+            "machine": {"threads": 1}}
+    config = FitSpeedModelConfig.model_validate({
+        "hidden": [32], "ensemble": 1, "steps": 800, "lr": 0.01, "weight_decay": 0.0,
+        "holdout": 0.1, "seed": 0, "floor_ms": 0.001, "min_ms": 0.0})
+    model = fit_speed_model(config, data)[0]
+    path = tmp_path_factory.mktemp("speed") / "speed_model.pt"
+    save_speed_model(model, path)
+    return path
+
+
+def search_config(distill_overrides=None, **overrides) -> SearchConfig:
+    return SearchConfig.build(distill_config(**(distill_overrides or {})),
+                              SearchSection.model_validate({**SEARCH, **overrides}))
+
+
+def run(tmp_path, teacher, dataset, speed_model, config, name="run"):  # noqa: F811
+    out = tmp_path / name
+    result = search_architecture(
+        config, teacher_path=teacher, dataset_dir=dataset, speed_model_path=speed_model,
+        device="cpu", paths=RunPaths(snapshot=out / "student.pt", state=out / "state.pt",
+                                     live=out / "live", samples=out / "samples.png"))
+    return out, result
+
+
+def test_the_penalty_gradient_reaches_every_mask(speed_model):
+    from pipeline.models.blazestylegan import BlazeStyleGAN
+    from pipeline.profiling.speed_model import load_speed_model
+    config = search_config()
+    penalty = LatencyPenalty(load_speed_model(speed_model), config)
+    assert penalty.base_ms < penalty.supernet_ms and penalty.sizes == [2, 4]
+    assert penalty.target_ms == pytest.approx(0.6 * penalty.base_ms)
+    masked = MaskedStudent(BlazeStyleGAN(config.student))
+    loss, values = penalty(masked.masks.widths(), step=config.steps)
+    assert loss.item() > 0 and values["latency/target_ms"] == pytest.approx(penalty.target_ms)
+    loss.backward()
+    assert all(v.grad is not None and (v.grad > 0).all() for v in masked.masks._vectors())
+    assert penalty.scheduled(-1) == pytest.approx(penalty.supernet_ms)  # the ramp starts there
+
+
+def test_a_short_search_narrows_the_student_towards_its_budget(tmp_path, teacher, dataset,  # noqa: F811
+                                                               speed_model):
+    config = search_config(steps=24)
+    out, result = run(tmp_path, teacher, dataset, speed_model, config)
+    assert result["supernet"]["channels"] == [64, 32]
+    assert result["predicted_ms"] < result["supernet_ms"]
+    searched = result["searched"]
+    assert all(c % 8 == 0 for c in searched["channels"])
+    assert sum(searched["channels"]) < sum(result["supernet"]["channels"])
+    student = load_student(out / "student.pt")
+    assert student.config.channels == searched["channels"]
+    assert student.config.head_channels == searched["head_channels"]
+    image, pyramid = student(torch.randn(2, 16))
+    assert image.shape == (2, 3, 16, 16) and len(pyramid) == 2
+    summary = json.loads((out / "live" / "metrics.json").read_text())
+    assert {"latency", "width", "loss"} <= set(summary)
+    assert summary["width"]["head"] % 8 == 0 and (out / "samples.png").is_file()
+
+
+def test_an_interrupted_search_resumes_bit_equal(tmp_path, teacher, dataset,  # noqa: F811
+                                                 speed_model):
+    full, whole = run(tmp_path, teacher, dataset, speed_model, search_config(), "full")
+    run(tmp_path, teacher, dataset, speed_model, search_config(steps=4), "part")
+    part, resumed = run(tmp_path, teacher, dataset, speed_model, search_config(), "part")
+    assert module_digest(load_student(full / "student.pt")) == module_digest(
+        load_student(part / "student.pt"))
+    assert resumed["searched"] == whole["searched"] and resumed["resumed"]
+
+
+def test_bad_budgets_are_refused_by_name(speed_model):
+    from pipeline.profiling.speed_model import load_speed_model
+    speed = load_speed_model(speed_model)
+    with pytest.raises(pydantic.ValidationError, match="exactly one of target_ms"):
+        SearchSection.model_validate({**SEARCH, "target_ms": 1.0})
+    with pytest.raises(ConfigError, match="not below the supernet's predicted"):
+        LatencyPenalty(speed, search_config(target_ratio=10.0))
+    with pytest.raises(ConfigError, match="latency_resolution 24"):
+        LatencyPenalty(speed, search_config(latency_resolution=24))
+    with pytest.raises(PipelineError, match="outside what was measured"):
+        LatencyPenalty(speed, search_config(latency_resolution=64))
+    with pytest.raises(PipelineError, match="outside what was measured"):
+        LatencyPenalty(speed, search_config(widen=5.0))
+    other = {**TINY_DISTILL["student"], "w_dim": 8}
+    with pytest.raises(ConfigError, match="w_dim 16"):
+        LatencyPenalty(speed, search_config({"student": other}))
+
+
+def test_the_latency_geometry_graph_is_the_inference_graph_at_scale_1():
+    from pipeline.models.blazestylegan import PRESETS, BlazeStyleGAN
+    from pipeline.models.inference import strip_aux_heads
+    from pipeline.models.units import randomize_like_trained
+    from pipeline.search.geometry import ScaledGraph, latency_sizes, scaled_graph
+    config = PRESETS["blaze-tiny-32"]
+    torch.manual_seed(0)
+    inference = strip_aux_heads(randomize_like_trained(BlazeStyleGAN(config), 0), "w", "nhwc")
+    graph = ScaledGraph(config, latency_sizes(config, 32))
+    graph.load_state_dict(inference.state_dict())
+    w = torch.randn(2, config.w_dim)
+    with torch.no_grad():
+        assert torch.equal(graph(w), inference(w))
+        assert scaled_graph(config, 256)(w).shape == (2, 256, 256, 3)
+    assert latency_sizes(config, 256) == [16, 32, 64]
+    with pytest.raises(ValueError, match="doubling"):
+        ScaledGraph(config, [16, 16, 64])
