@@ -82,15 +82,20 @@ def make_project(dest: Path, **sections: dict) -> Path:
             "export_stylizer": TINY_EXPORT_STYLIZER,
             "evaluate_stylizers": {"faces": 4, "feature_network": "discriminator", "seed": 0,
                                    "threads": 1, "warmup": 1, "runs": 2, "grid_faces": 2},
-            "measure_latency": {"preset": "blaze-tiny-32", "head": "bilinear", "w_dim": None,
+            # the tiny student's w_dim; the preset's own units, so that the search (at twice the
+            # tiny student's feature sizes) finds every kind of unit measured
+            "measure_latency": {"preset": "blaze-tiny-32", "head": "bilinear", "w_dim": 16,
                                 "widen": 1.0,
-                                "blocks": 1, "heads": 0, "preset_units": False, "seed": 0,
+                                "blocks": 1, "heads": 0, "preset_units": True, "seed": 0,
                                 "const_share": 0.0, "students": 0,
                                 "threads": 1, "warmup": 1, "runs": 2, "passes": 2,
                                 "max_cv": 10.0, "remeasure_passes": 0},
             "fit_speed_model": {"hidden": [8], "ensemble": 1, "steps": 50, "lr": 0.01,
                                 "weight_decay": 0.0, "holdout": 0.2, "seed": 0,
-                                "floor_ms": 0.005, "min_ms": 0.2}}
+                                "floor_ms": 0.005, "min_ms": 0.2},
+            "search_architecture": {"widen": 1.5, "steps": 2, "target_ms": 1e-6,
+                                    "target_ratio": None, "latency_resolution": 32, "gamma": 1.0,
+                                    "schedule": 0.5, "mask_lr_mul": 10.0, "seed": 0}}
     for section, values in tiny.items():
         params[section] = {**values, **sections.get(section, {})}
     params["styles"] = {name: {**style, "images": 2} for name, style in params["styles"].items()}
@@ -159,11 +164,16 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
         assert (origin / f"release/blazestylegan/face_stylizer_{style}.task").is_file()
     assert (origin / "plots/evaluate_stylizers/styles.png").is_file()
     measured = json.loads((origin / "metrics/measure_latency.json").read_text())
-    assert measured["points"] == 1 and measured["machine"]["threads"] == 1
+    assert measured["points"] == 5 and measured["machine"]["threads"] == 1
     points = json.loads((origin / "data/latency/points.json").read_text())["points"]
     assert points[0]["kind"] == "block" and len(points[0]["rounds_ms"]) == 2
+    assert {p["kind"] for p in points} == {"block", "head"}
     fitted = json.loads((origin / "metrics/fit_speed_model.json").read_text())
-    assert fitted["units"] == 1 and fitted["train_units"] == 1
+    assert fitted["units"] == 5 and fitted["train_units"] == 4
+    searched = json.loads((origin / "metrics/search_architecture.json").read_text())
+    assert searched["supernet"]["channels"] == [48, 24] and searched["steps"] == 2
+    assert searched["predicted_ms"] <= searched["supernet_ms"]
+    assert (origin / "models/searched_student.pt").is_file()
     model_card = (origin / "release/blazestylegan/MODEL_CARD.md").read_text()
     assert commit in model_card and "## Intended use and limits" in model_card
     assert "## Face stylizers" in model_card and "| ink |" in model_card

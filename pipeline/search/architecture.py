@@ -116,7 +116,8 @@ class LatencyPenalty:
         self.head = student.head
         if speed.w_dim != student.w_dim:
             raise ConfigError(f"the speed model was measured with w_dim {speed.w_dim}, the "
-                              f"student has {student.w_dim} (measure_latency.preset)")
+                              f"student has {student.w_dim}: set measure_latency.w_dim to "
+                              f"{student.w_dim}")
         speed.check_domain(self.units([*student.channels, student.head_channels[-1]]))
         self.supernet_ms = self.predict([*student.channels, student.head_channels[-1]])
         base = config.base_student
