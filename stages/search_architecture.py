@@ -40,7 +40,7 @@ def main(
         distill = load_config(params, "distill", DistillConfig)
         search = load_config(params, "search_architecture", SearchSection)
         config = SearchConfig.build(distill, search)
-        log_config("search_architecture", search)
+        log_config("search_architecture", config)  # the search keys and the supernet
         result = search_architecture(
             config, teacher_path=teacher, dataset_dir=dataset, speed_model_path=speed_model,
             device=device, vgg19_weights=vgg19_weights,

@@ -32,6 +32,15 @@ def test_supernet_widens_levels_and_last_head_to_multiples_of_8():
         ChannelMasks(PRESETS["blaze-512"])  # its last head is 20 wide
 
 
+def test_masks_start_kept_seeded_and_staggered():
+    config = supernet_config(PRESETS["blaze-tiny-32"], 2.0)
+    masks = ChannelMasks(config, seed=3)
+    assert all(len(k) == c for k, c in zip(masks.kept(), [*config.channels, 64]))
+    scores = torch.cat(list(masks.parameters()))
+    assert 0.5 <= scores.min() and scores.max() <= 1 and len(set(scores.tolist())) == len(scores)
+    assert torch.equal(scores, torch.cat(list(ChannelMasks(config, seed=3).parameters())))
+
+
 def test_binary_masks_keep_a_floor_and_pass_gradients_straight_through():
     scores = torch.tensor([0.2, 0.4, 0.3], requires_grad=True)
     kept = ChannelMasks.binary(scores)
@@ -64,14 +73,16 @@ def test_masked_channels_leave_data_path_and_demodulation():
                if i not in set(masked.masks.kept()[1].tolist())]
     assert dropped
     with torch.no_grad():
-        before = masked.synthesis(ws)[0]
-        # whatever the dropped channels' weights, the image is the same
+        before = masked.synthesis(ws)[1]
+        # whatever the dropped channels' weights, every level's image is the same (level 1's
+        # channels feed level 2's block and level 1's head)
         conv = masked.student.synthesis.blocks[1][1]
         conv.pointwise[dropped] *= 7.0
         conv.bias[:, dropped] += 3.0
         masked.student.synthesis.blocks[2][0].depthwise[dropped] *= -2.0
-        after = masked.synthesis(ws)[0]
-    assert torch.equal(before, after)
+        masked.student.synthesis.heads[1].project.weight[:, dropped] *= 5.0
+        after = masked.synthesis(ws)[1]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
 
 
 def test_the_latency_gradient_reaches_every_mask():

@@ -31,7 +31,7 @@ from pipeline.training.runtime import module_digest
 from test_distill import TINY_DISTILL, dataset, distill_config, teacher  # noqa: F401
 
 SEARCH = {"widen": 2.0, "steps": 8, "target_ms": None, "target_ratio": 0.6,
-          "latency_resolution": 16, "gamma": 1.0, "schedule": 0.5, "mask_lr_mul": 20.0,
+          "latency_resolution": 16, "gamma": 1.0, "ramp_steps": 4, "mask_lr_mul": 20.0,
           "seed": 0}
 
 
@@ -95,13 +95,16 @@ def test_the_penalty_gradient_reaches_every_mask(speed_model):
 
 def test_a_short_search_narrows_the_student_towards_its_budget(tmp_path, teacher, dataset,  # noqa: F811
                                                                speed_model):
-    config = search_config(steps=24)
+    config = search_config(steps=24, target_ratio=1.0, ramp_steps=12)
     out, result = run(tmp_path, teacher, dataset, speed_model, config)
     assert result["supernet"]["channels"] == [64, 32]
-    assert result["predicted_ms"] < result["supernet_ms"]
+    assert result["target_ms"] == pytest.approx(result["base_ms"])  # distill.student's budget
+    # within the budget and near it: neither the supernet nor a collapse to the floor
+    assert 0.8 * result["target_ms"] < result["predicted_ms"] <= 1.05 * result["target_ms"]
     searched = result["searched"]
     assert all(c % 8 == 0 for c in searched["channels"])
     assert sum(searched["channels"]) < sum(result["supernet"]["channels"])
+    assert searched["channels"] != [8, 8]
     student = load_student(out / "student.pt")
     assert student.config.channels == searched["channels"]
     assert student.config.head_channels == searched["head_channels"]

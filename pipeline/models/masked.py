@@ -6,8 +6,8 @@ the masks leave.
   outputs, and for the first level the constant's) and one for the last head's hidden channels.
   Forward, a group is kept (1) when its score is above 0.5, and the best-scored group of each
   vector always (a floor of 8 channels); backward, the gradient passes to the scores unchanged
-  (straight-through). Scores start at 1 (everything kept) and are clamped to [0, 1] after each
-  step, so a dropped group can come back.
+  (straight-through). Scores start uniform in [0.5, 1] (everything kept, seeded) and are clamped
+  to [0, 1] after each step, so a dropped group can come back.
 * **Where a mask acts**: on the *consumer's* style vector (the next convolution's, the heads'),
   so a masked channel leaves the data path and the demodulation alike; on the head's hidden
   channels after each activation (:class:`pipeline.models.blazestylegan.SynthesisMasks`). The
@@ -49,14 +49,20 @@ def supernet_config(student: BlazeStyleGANConfig, widen: float) -> BlazeStyleGAN
 class ChannelMasks(nn.Module):
     """Group scores per level and for the last head's hidden channels; see the module doc."""
 
-    def __init__(self, config: BlazeStyleGANConfig):
+    def __init__(self, config: BlazeStyleGANConfig, seed: int = 0):
         super().__init__()
         for c in (*config.channels, config.head_channels[-1]):
             if c % GROUP:
                 raise ValueError(f"supernet widths must be multiples of {GROUP}, got {c}")
-        self.levels = nn.ParameterList(nn.Parameter(torch.ones(c // GROUP))
-                                       for c in config.channels)
-        self.head = nn.Parameter(torch.ones(config.head_channels[-1] // GROUP))
+        # Uniform in [0.5, 1] (as the public anchor): every group is kept at first, and groups
+        # under the same pressure do not all cross 0.5 at the same step.
+        generator = torch.Generator().manual_seed(seed)
+
+        def scores(width: int) -> nn.Parameter:
+            return nn.Parameter(0.5 + 0.5 * torch.rand(width // GROUP, generator=generator))
+
+        self.levels = nn.ParameterList(scores(c) for c in config.channels)
+        self.head = scores(config.head_channels[-1])
 
     def _vectors(self) -> list[nn.Parameter]:
         return [*self.levels, self.head]
@@ -66,7 +72,7 @@ class ChannelMasks(nn.Module):
         """0 / 1 per group (above 0.5, and the best one always), straight-through."""
         keep = (scores > 0.5) | (torch.arange(len(scores), device=scores.device)
                                  == scores.argmax())
-        return keep.to(scores.dtype) + scores - scores.detach()
+        return keep.to(scores.dtype) + (scores - scores.detach())  # exactly 0 or 1 forward
 
     def groups(self) -> list[torch.Tensor]:
         """The kept groups per vector (levels, then the head), differentiable."""

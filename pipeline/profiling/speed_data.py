@@ -197,10 +197,10 @@ def sample_students(config: MeasureLatencyConfig) -> list[BlazeStyleGANConfig]:
     rng = np.random.default_rng([config.seed, 2])
     students = []
     for _ in range(config.students):
-        channels = [int(rng.choice(np.arange(8, int(c * config.widen) + 1, 8)))
+        channels = [int(rng.choice(np.arange(8, max(int(c * config.widen), 8) + 1, 8)))
                     for c in student.channels]
-        head = int(rng.choice(np.arange(8, int(student.head_channels[-1] * config.widen) + 1,
-                                        8)))
+        widest_head = max(int(student.head_channels[-1] * config.widen), 8)
+        head = int(rng.choice(np.arange(8, widest_head + 1, 8)))
         students.append(BlazeStyleGANConfig.model_validate({
             **student.to_dict(), "channels": channels,
             "head_channels": [*student.head_channels[:-1], head]}))

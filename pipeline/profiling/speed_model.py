@@ -115,17 +115,35 @@ class FitSpeedModelConfig(StageConfig):
     min_ms: Annotated[float, pydantic.Field(ge=0)]    # the accuracy metrics' smallest unit
 
 
+class SpeedModelConfig(pydantic.BaseModel):
+    """What rebuilds a speed model, stored in its snapshot: the MLPs' shape, the baseline's
+    coefficients, the domain and the constants measured, and where they were measured."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    w_dim: PositiveInt
+    overhead_ms: float
+    mapping_ms: float | None
+    hidden: list[PositiveInt]
+    ensemble: PositiveInt
+    baseline: dict[str, list[float]]   # family: (a, b, c), see _fit_baseline
+    domain: dict[str, dict[str, Any]]  # family: sizes, max_in, max_out of the training units
+    machine: dict[str, Any]
+    geometry: dict[str, Any]           # the student whose geometry was measured
+    accuracy: dict[str, Any] | None = None  # the MLP's held-out metrics (fit_speed_model)
+
+
 class SpeedModel(nn.Module):
     """An ensemble of MLPs (standardised :func:`unit_features` -> log ms), the analytic
     baseline's coefficients, the overhead and the domain measured; rebuilt from its snapshot
     (:func:`load_speed_model`)."""
 
-    def __init__(self, config: dict[str, Any]):
+    def __init__(self, config: SpeedModelConfig | dict[str, Any]):
         super().__init__()
-        self.config = config
-        self.w_dim, self.overhead_ms = config["w_dim"], config["overhead_ms"]
-        self.members = nn.ModuleList(_mlp(len(FEATURES), config["hidden"])
-                                     for _ in range(config["ensemble"]))
+        self.config = config = SpeedModelConfig.model_validate(config)
+        self.w_dim, self.overhead_ms = config.w_dim, config.overhead_ms
+        self.members = nn.ModuleList(_mlp(len(FEATURES), config.hidden)
+                                     for _ in range(config.ensemble))
         self.register_buffer("mean", torch.zeros(len(FEATURES)))
         self.register_buffer("std", torch.ones(len(FEATURES)))
 
@@ -135,7 +153,7 @@ class SpeedModel(nn.Module):
         return torch.stack([m(x).squeeze(-1) for m in self.members]).mean().exp()
 
     def baseline_ms(self, family: str, size: int, cin: float, cout: float) -> float:
-        a, b, c = self.config["baseline"].get(family, (0.0, 0.0, 0.0))
+        a, b, c = self.config.baseline[family]
         return (a * unit_macs(family, size, cin, cout, self.w_dim) / 1e6
                 + b * unit_elements(family, size, cin, cout) / 1e6 + c)
 
@@ -147,7 +165,7 @@ class SpeedModel(nn.Module):
         """Refuse units of a family never measured, or outside the feature sizes and widths
         measured for their kind (blocks of both families together: the MLP shares what it
         learns about sizes between them; heads)."""
-        domain = self.config["domain"]
+        domain = self.config.domain
         for family, size, cin, cout in units:
             unit = f"{family} unit (size {size}, widths {float(cin):g} -> {float(cout):g})"
             if family not in domain:
@@ -204,11 +222,20 @@ def load_speed_data(path: Path) -> dict:
                             "measure_latency") from None
     except ValueError as e:
         raise PipelineError(f"{file}: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{file}: not a measure_latency dataset (a JSON object)")
     missing = [key for key in ("points", "overhead_ms", "student") if key not in data]
-    if not isinstance(data, dict) or missing:
+    if missing:
         raise PipelineError(f"{file}: not a measure_latency dataset (no {', '.join(missing)})")
+    if not isinstance(data["student"], dict) or "w_dim" not in data["student"]:
+        raise PipelineError(f"{file}: student has no w_dim")
     if not data["points"]:
         raise PipelineError(f"{file}: no measured units")
+    keys = ("kind", "size", "in_channels", "out_channels", "latency_ms", "key")
+    for i, item in enumerate([*data["points"], *data.get("students", [])]):
+        needed = keys if i < len(data["points"]) else ("units", "latency_ms", "key")
+        if not isinstance(item, dict) or any(k not in item for k in needed):
+            raise PipelineError(f"{file}: entry {i} lacks one of {', '.join(needed)}")
     return data
 
 
@@ -217,16 +244,12 @@ def fit_speed_model(config: FitSpeedModelConfig, data: dict) -> tuple[SpeedModel
     its metrics (held-out units, the additivity on whole students, for both) and the rows of
     the predicted-vs-measured plot."""
     points = data["points"]
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(points))
-    held = int(round(config.holdout * len(points))) if len(points) > 1 else 0
-    test = [points[i] for i in sorted(order[:held])]
-    train = [points[i] for i in sorted(order[held:])]
+    train, test = split(points, config.holdout, config.seed)
     w_dim = data["student"]["w_dim"]
     model = SpeedModel({"w_dim": w_dim, "overhead_ms": data["overhead_ms"],
                         "mapping_ms": data.get("mapping_ms"), "hidden": config.hidden,
                         "ensemble": config.ensemble, "baseline": _fit_baseline(train, w_dim),
-                        "domain": _domain(points), "machine": data.get("machine", {}),
+                        "domain": _domain(train), "machine": data.get("machine", {}),
                         "geometry": data["student"]})
     x = torch.stack([unit_features(*point_unit(p), w_dim) for p in train])
     y = torch.tensor([math.log(max(p["latency_ms"], config.floor_ms)) for p in train])
@@ -237,7 +260,8 @@ def fit_speed_model(config: FitSpeedModelConfig, data: dict) -> tuple[SpeedModel
               for k, member in enumerate(model.members)]
     model.eval().requires_grad_(False)
     rows = _rows(model, test, "unit") + _rows(model, data.get("students", []), "student")
-    metrics = {"units": len(points), "train_units": len(train), "heldout_units": len(test),
+    metrics: dict[str, Any] = {
+               "units": len(points), "train_units": len(train), "heldout_units": len(test),
                "students": len(data.get("students", [])),
                "train_log_rmse": float(np.sqrt(np.mean(losses)))}
     for predictor in ("mlp", "baseline"):
@@ -245,7 +269,21 @@ def fit_speed_model(config: FitSpeedModelConfig, data: dict) -> tuple[SpeedModel
             "heldout": accuracy([r for r in rows if r["set"] == "unit"], predictor,
                                 config.min_ms),
             "students": accuracy([r for r in rows if r["set"] == "student"], predictor, 0.0)}
+    model.config = model.config.model_copy(update={"accuracy": metrics["mlp"]})
     return model, metrics, rows
+
+
+def split(points: list[dict], holdout: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held out): a seeded ``holdout`` share of each family's units held out, at least
+    one unit of each family kept for training (so the baseline and the domain cover it)."""
+    rng = np.random.default_rng(seed)
+    held: set[int] = set()
+    for family in FAMILIES:
+        members = [i for i, p in enumerate(points) if point_unit(p)[0] == family]
+        count = min(int(round(holdout * len(members))), len(members) - 1)
+        held.update(int(i) for i in rng.permutation(members)[:max(count, 0)])
+    return ([p for i, p in enumerate(points) if i not in held],
+            [p for i, p in enumerate(points) if i in held])
 
 
 def _train_member(member: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -315,13 +353,14 @@ def accuracy(rows: list[dict], predictor: str, min_ms: float) -> dict[str, Any]:
     rho = (float(stats.spearmanr([r["measured_ms"] for r in rows],
                                  [r[f"{predictor}_ms"] for r in rows]).statistic)
            if len(rows) >= 3 else None)
+    rho = None if rho is None or not math.isfinite(rho) else rho  # constant input: undefined
     return {"count": len(kept), "mape_pct": float(100 * errors.mean()) if kept else None,
             "within_10pct": float((errors <= 0.1).mean()) if kept else None,
             "spearman": rho}
 
 
 def save_speed_model(model: SpeedModel, path: Path) -> None:
-    save_snapshot(path, SPEED_MODEL_KIND, model, model.config)
+    save_snapshot(path, SPEED_MODEL_KIND, model, model.config.model_dump())
 
 
 def load_speed_model(path: str | Path) -> SpeedModel:
@@ -339,7 +378,6 @@ def write_rows(rows: list[dict], path: Path) -> None:
                 f.write(",".join(str(r[c]) for c in columns) + "\n")
 
 
-
 def run_fit_speed_model(config: FitSpeedModelConfig, *, data: Path, out: Path,
                         predictions: Path) -> dict:
     """The ``fit_speed_model`` stage: fit on the dataset in ``data``, write the speed model's
@@ -347,7 +385,7 @@ def run_fit_speed_model(config: FitSpeedModelConfig, *, data: Path, out: Path,
     dataset = load_speed_data(data)
     if dataset.get("machine", {}).get("threads") is None:
         raise PipelineError(f"{data / 'points.json'}: records no machine (threads)")
-    torch.set_num_threads(min(torch.get_num_threads(), 2))  # the same fit on any machine
+    torch.set_num_threads(1)  # the same fit, to the bit, on any machine
     model, metrics, rows = fit_speed_model(config, dataset)
     if metrics["heldout_units"] < 10:
         log.warning("%d held-out units: the accuracy figures mean little (the full dataset: "

@@ -7,9 +7,10 @@ with the distillation loss plus a latency penalty from the fitted speed model
 * **Loss**: the distill stage's (Eq. 4; the ``distill`` section's weights, optimisers and run
   keys) plus ``gamma * max(0, (T_pred - T(t)) / (T_super - T))``: T_pred the speed model's
   latency of the network the masks leave, T_super the whole supernet's, T the target and T(t)
-  the scheduled one, falling linearly from T_super to T over the first ``schedule`` share of the
-  steps. T_pred is a function of the kept widths computed with the straight-through groups, so
-  the masks get the latency gradient (the public anchor detaches it: reference note).
+  the scheduled one, falling linearly from T_super to T over the first ``ramp_steps`` steps
+  (a number of steps, not a share: a run resumed with more steps follows the same schedule).
+  T_pred is a function of the kept widths computed with the straight-through groups, so the
+  masks get the latency gradient (the public anchor detaches it: reference note).
 * **Latency geometry**: the units are predicted at ``latency_resolution`` (the student's levels
   with every feature size scaled by latency_resolution / resolution): at the 32 px default a
   student runs in under 0.1 ms, mostly overhead, so its widths are budgeted as the same network
@@ -24,19 +25,27 @@ with the distillation loss plus a latency penalty from the fitted speed model
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import pydantic
 import torch
+from torch import nn
 
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.data.dataset import FaceDataset
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.io import sha256_file
 from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGANConfig
-from pipeline.models.masked import MaskedStudent, extract, share_masks, supernet_config
+from pipeline.models.masked import (
+    ChannelMasks,
+    MaskedStudent,
+    extract,
+    share_masks,
+    supernet_config,
+)
 from pipeline.models.stylegan2 import Discriminator, load_teacher
 from pipeline.perceptual import perceptual_distance
 from pipeline.profiling.speed_model import SpeedModel, load_speed_model, student_units
@@ -55,6 +64,7 @@ from pipeline.training.runtime import (
 )
 
 STATE_KIND = "search-state"
+log = logging.getLogger(__name__)
 
 
 class SearchSection(StageConfig):
@@ -66,7 +76,7 @@ class SearchSection(StageConfig):
     target_ratio: Annotated[float, pydantic.Field(gt=0)] | None
     latency_resolution: Annotated[int, pydantic.Field(ge=16)]
     gamma: Annotated[float, pydantic.Field(ge=0)]   # the latency penalty's weight
-    schedule: Annotated[float, pydantic.Field(gt=0, le=1)]  # share of steps to reach the target
+    ramp_steps: PositiveInt         # steps over which the target falls to its final value
     mask_lr_mul: Annotated[float, pydantic.Field(gt=0)]  # the masks' learning rate / g_lr
     seed: int
 
@@ -119,6 +129,11 @@ class LatencyPenalty:
                               f"student has {student.w_dim}: set measure_latency.w_dim to "
                               f"{student.w_dim}")
         speed.check_domain(self.units([*student.channels, student.head_channels[-1]]))
+        heldout = (speed.config.accuracy or {}).get("heldout") or {}
+        if not heldout.get("count") or heldout["count"] < 10 or heldout["mape_pct"] > 10:
+            log.warning("the speed model's held-out accuracy is poor or unknown (%s): the "
+                        "latencies this search budgets are rough (README, 'The latency "
+                        "search')", heldout or "no held-out units")
         self.supernet_ms = self.predict([*student.channels, student.head_channels[-1]])
         base = config.base_student
         self.base_ms = self.predict([*base.channels, base.head_channels[-1]])
@@ -128,7 +143,7 @@ class LatencyPenalty:
             raise ConfigError(f"search_architecture: target {self.target_ms:.3f} ms is not below "
                               f"the supernet's predicted {self.supernet_ms:.3f} ms: nothing to "
                               "search (lower the target or raise widen)")
-        self.ramp = max(1, round(search.schedule * config.steps))
+        self.ramp = search.ramp_steps
         self.gamma = search.gamma
 
     def units(self, widths):
@@ -178,7 +193,8 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
                 "dataset_sha256": dataset.manifest_sha256,
                 "speed_model_sha256": sha256_file(speed_model_path)}
     torch.manual_seed(config.seed)
-    masked = MaskedStudent(distillation.build_student(config, teacher)).to(run.device)
+    student = distillation.build_student(config, teacher)
+    masked = MaskedStudent(student, ChannelMasks(student.config, config.seed)).to(run.device)
     D = Discriminator(teacher.config.model_copy(update=config.discriminator.to_dict()))
     D = D.to(run.device)
     ema = share_masks(copy.deepcopy(masked).eval().requires_grad_(False), masked)
@@ -226,6 +242,20 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
     return _finish(run, config, ema, penalty, probe, evaluation, state, teacher_path, identity)
 
 
+def _check_extraction(masked: MaskedStudent, student: nn.Module, ws: torch.Tensor,
+                      tolerance: float = 1e-4) -> None:
+    """The extracted student computes the masked supernet's pyramid (float32 rounding apart)."""
+    with torch.no_grad():
+        for chunk in ws[:16].split(8):
+            for level, (a, b) in enumerate(zip(masked.synthesis(chunk)[1],
+                                               student.synthesis(chunk)[1])):
+                error = float((a - b).abs().max())
+                if not error <= tolerance:
+                    raise PipelineError(f"search_architecture: the extracted student differs "
+                                        f"from the masked supernet at level {level} by {error:.3g}"
+                                        f" (beyond {tolerance:g})")
+
+
 def _widths_logged(masked: MaskedStudent, supernet: BlazeStyleGANConfig) -> dict[str, Any]:
     *levels, head = (w.detach() for w in masked.masks.widths())
     values = {f"width/level_{r}": w for r, w in zip(supernet.levels, levels)}
@@ -238,6 +268,7 @@ def _finish(run: TrainingRun, config: SearchConfig, ema: MaskedStudent, penalty:
             identity: dict) -> dict:
     searched = ema.searched_config()
     student = extract(ema)
+    _check_extraction(ema, student, probe.eval_ws)
     widths = [*searched.channels, searched.head_channels[-1]]
     result = {"searched": {"channels": searched.channels,
                            "head_channels": searched.head_channels},

@@ -49,6 +49,7 @@ def scaled_graph(config: BlazeStyleGANConfig, latency_resolution: int,
                  seed: int = 0) -> ScaledGraph:
     """The student of ``config`` at the search's latency geometry, random weights as trained
     (non-zero biases: :func:`pipeline.models.units.randomize_like_trained`)."""
-    torch.manual_seed(seed)
-    graph = ScaledGraph(config, latency_sizes(config, latency_resolution))
+    with torch.random.fork_rng():  # no side effect on the caller's random stream
+        torch.manual_seed(seed)
+        graph = ScaledGraph(config, latency_sizes(config, latency_resolution))
     return randomize_like_trained(graph, seed).eval()
