@@ -121,8 +121,10 @@ def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
             architectures[key(searched)] = searched
             for name, student in (("searched", searched), ("uniform", base)):
                 trained = distill.model_copy(update={"seed": seed, "student": student})
+                # resume=True: a run of the same config already in its directory is scored,
+                # not trained again (the state's identity decides)
                 score = distill_and_score(trained, teacher, dataset, run / name, count,
-                                          device=device)
+                                          resume=True, device=device)
                 row = {"scale": scale, "seed": seed, "student": name, "arch": key(student),
                        "budget_ms": budget,
                        "predicted_ms": predicted_ms(speed, student, resolution), **score}

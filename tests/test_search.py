@@ -105,6 +105,8 @@ def test_a_short_search_narrows_the_student_towards_its_budget(tmp_path, teacher
     assert all(c % 8 == 0 for c in searched["channels"])
     assert sum(searched["channels"]) < sum(result["supernet"]["channels"])
     assert searched["channels"] != [8, 8]
+    channels = ",".join(map(str, searched["channels"]))
+    assert result["distill_overrides"][0] == f"distill.student.channels=[{channels}]"
     student = load_student(out / "student.pt")
     assert student.config.channels == searched["channels"]
     assert student.config.head_channels == searched["head_channels"]

@@ -113,7 +113,7 @@ def test_the_round_up_to_16_feature_is_exact_on_straight_through_widths():
     width = 8 * ChannelMasks.binary(scores).sum()  # 24, through (keep + scores - scores)
     features = unit_features("block", 8, width, torch.tensor(16.0), W_DIM)
     assert features[FEATURES.index("in rounded to 16 / 256")].item() * 256 == 32
-    assert float(features[FEATURES.index("out rounded to 16 / 256")]) * 256 == 16
+    assert features[FEATURES.index("out rounded to 16 / 256")].item() * 256 == 16
     features[FEATURES.index("in rounded to 16 / 256")].backward()
     assert (scores.grad == 8 / 256).all()
 

@@ -25,6 +25,7 @@ with the distillation loss plus a latency penalty from the fitted speed model
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from pathlib import Path
@@ -256,6 +257,10 @@ def _check_extraction(masked: MaskedStudent, student: nn.Module, ws: torch.Tenso
                                         f" (beyond {tolerance:g})")
 
 
+def _compact(values: list[int]) -> str:
+    return json.dumps(values, separators=(",", ":"))
+
+
 def _widths_logged(masked: MaskedStudent, supernet: BlazeStyleGANConfig) -> dict[str, Any]:
     *levels, head = (w.detach() for w in masked.masks.widths())
     values = {f"width/level_{r}": w for r, w in zip(supernet.levels, levels)}
@@ -278,7 +283,10 @@ def _finish(run: TrainingRun, config: SearchConfig, ema: MaskedStudent, penalty:
               "supernet": {"channels": config.student.channels,
                            "head_channels": config.student.head_channels},
               "steps": config.steps, "final": evaluation, "training": run.last_metrics,
-              "resumed": state is not None}
+              "resumed": state is not None,
+              # what distils the searched widths through the whole chain: `dvc exp run -S ...`
+              "distill_overrides": [f"distill.student.{key}={_compact(getattr(searched, key))}"
+                                    for key in ("channels", "head_channels")]}
     run.finish(student, STUDENT_KIND, searched.to_dict(), samples=lambda: probe.grid(ema),
                meta={"steps": config.steps, "search": result,
                      "teacher_sha256": sha256_file(teacher_path), **identity})
