@@ -31,7 +31,7 @@ from pipeline.training.runtime import module_digest
 from test_distill import TINY_DISTILL, dataset, distill_config, teacher  # noqa: F401
 
 SEARCH = {"widen": 2.0, "steps": 8, "target_ms": None, "target_ratio": 0.6,
-          "latency_resolution": 16, "gamma": 1.0, "ramp_steps": 4, "mask_lr_mul": 20.0,
+          "latency_resolution": 16, "gamma": 1.0, "ramp_steps": 4, "mask_lr": 0.5,
           "seed": 0}
 
 

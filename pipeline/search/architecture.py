@@ -10,7 +10,8 @@ with the distillation loss plus a latency penalty from the fitted speed model
   the scheduled one, falling linearly from T_super to T over the first ``ramp_steps`` steps
   (a number of steps, not a share: a run resumed with more steps follows the same schedule).
   T_pred is a function of the kept widths computed with the straight-through groups, so the
-  masks get the latency gradient (the public anchor detaches it: reference note).
+  masks get the latency gradient (the public anchor detaches it: reference note). The masks
+  learn by plain SGD, so that how many milliseconds a channel costs decides how fast it goes.
 * **Latency geometry**: the units are predicted at ``latency_resolution`` (the student's levels
   with every feature size scaled by latency_resolution / resolution): at the 32 px default a
   student runs in under 0.1 ms, mostly overhead, so its widths are budgeted as the same network
@@ -78,7 +79,7 @@ class SearchSection(StageConfig):
     latency_resolution: Annotated[int, pydantic.Field(ge=16)]
     gamma: Annotated[float, pydantic.Field(ge=0)]   # the latency penalty's weight
     ramp_steps: PositiveInt         # steps over which the target falls to its final value
-    mask_lr_mul: Annotated[float, pydantic.Field(gt=0)]  # the masks' learning rate / g_lr
+    mask_lr: Annotated[float, pydantic.Field(gt=0)]  # the masks' SGD learning rate
     seed: int
 
     @pydantic.model_validator(mode="after")
@@ -199,15 +200,15 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
     D = Discriminator(teacher.config.model_copy(update=config.discriminator.to_dict()))
     D = D.to(run.device)
     ema = share_masks(copy.deepcopy(masked).eval().requires_grad_(False), masked)
-    weights = [p for p in masked.student.parameters() if p.requires_grad]
-    mask_lr = config.g_lr * config.search.mask_lr_mul
-    opt_G = torch.optim.Adam(
-        [{"params": weights}, {"params": list(masked.masks.parameters()), "lr": mask_lr}],
-        lr=config.g_lr, betas=tuple(config.g_betas), eps=1e-8)
+    opt_G = torch.optim.Adam([p for p in masked.student.parameters() if p.requires_grad],
+                             lr=config.g_lr, betas=tuple(config.g_betas), eps=1e-8)
+    # Plain SGD on the scores: a step in proportion to the gradient, so that a level whose
+    # channels cost more milliseconds loses them faster (Adam would move every score alike).
+    opt_M = torch.optim.SGD(masked.masks.parameters(), lr=config.search.mask_lr)
     opt_D = lazy_adam(D.parameters(), config.d_lr, config.r1_interval, config.r1_gamma > 0)
     probe = TeacherProbe(config, teacher, run.device)
     state = run.resume(identity, {"student": masked, "student_ema": ema, "D": D,
-                                  "opt_G": opt_G, "opt_D": opt_D},
+                                  "opt_G": opt_G, "opt_M": opt_M, "opt_D": opt_D},
                        progress_keys=("loss/g", "latency/predicted_ms", "latency/target_ms",
                                       "eval/psnr"))
     beta = ema_beta(config.batch_size, config.ema_kimg)
@@ -223,7 +224,9 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
         g_loss, image, values = distillation.student_loss(config, masked, D, styles, target,
                                                           distance, run)
         latency, latency_values = penalty(masked.masks.widths(), step)
-        optimizer_step(g_loss + latency, masked, opt_G, run.dist)
+        opt_M.zero_grad(set_to_none=True)
+        optimizer_step(g_loss + latency, masked, opt_G, run.dist)  # averages the masks' too
+        opt_M.step()
         masked.masks.clamp_()
         values.update(latency_values)
         values.update(_widths_logged(masked, config.student))
