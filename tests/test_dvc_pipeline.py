@@ -95,7 +95,8 @@ def make_project(dest: Path, **sections: dict) -> Path:
                                 "floor_ms": 0.005, "min_ms": 0.2},
             "search_architecture": {"widen": 1.5, "steps": 2, "target_ms": 1e-6,
                                     "target_ratio": None, "latency_resolution": 32, "gamma": 1.0,
-                                    "ramp_steps": 1, "mask_lr": 0.1, "seed": 0}}
+                                    "ramp_steps": 1, "mask_lr": 0.1, "mask_step": "cost",
+                                    "fit_budget": True, "seed": 0}}
     for section, values in tiny.items():
         params[section] = {**values, **sections.get(section, {})}
     params["styles"] = {name: {**style, "images": 2} for name, style in params["styles"].items()}

@@ -20,7 +20,7 @@ def _masked(seed=0, head="bilinear"):
     torch.manual_seed(seed)
     masked = MaskedStudent(randomize_like_trained(BlazeStyleGAN(config), seed))
     with torch.no_grad():
-        for scores in masked.masks._vectors():
+        for scores in masked.masks.vectors():
             scores.copy_(torch.rand(len(scores), generator=torch.Generator().manual_seed(seed)))
     return masked
 
@@ -90,7 +90,7 @@ def test_the_latency_gradient_reaches_every_mask():
     total = sum((i + 1) * w for i, w in enumerate(masked.masks.widths()))
     total.backward()
     assert all(v.grad is not None and (v.grad == 8 * (i + 1)).all()
-               for i, v in enumerate(masked.masks._vectors()))
+               for i, v in enumerate(masked.masks.vectors()))
 
 
 def test_an_ema_copy_shares_the_searched_masks():

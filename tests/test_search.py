@@ -24,6 +24,8 @@ from pipeline.search.architecture import (
     LatencyPenalty,
     SearchConfig,
     SearchSection,
+    fit_to_budget,
+    per_ms,
     search_architecture,
 )
 from pipeline.training.run import RunPaths
@@ -32,7 +34,7 @@ from test_distill import TINY_DISTILL, dataset, distill_config, teacher  # noqa:
 
 SEARCH = {"widen": 2.0, "steps": 8, "target_ms": None, "target_ratio": 0.6,
           "latency_resolution": 16, "gamma": 1.0, "ramp_steps": 4, "mask_lr": 0.5,
-          "seed": 0}
+          "mask_step": "cost", "fit_budget": True, "seed": 0}
 
 
 def _law(family, size, cin, cout, w_dim=16):
@@ -89,8 +91,64 @@ def test_the_penalty_gradient_reaches_every_mask(speed_model):
     loss, values = penalty(masked.masks.widths(), step=config.steps)
     assert loss.item() > 0 and values["latency/target_ms"] == pytest.approx(penalty.target_ms)
     loss.backward()
-    assert all(v.grad is not None and (v.grad > 0).all() for v in masked.masks._vectors())
+    assert all(v.grad is not None and (v.grad > 0).all() for v in masked.masks.vectors())
     assert penalty.scheduled(-1) == pytest.approx(penalty.supernet_ms)  # the ramp starts there
+
+
+def test_per_ms_steps_move_every_mask_alike_under_the_latency_term(speed_model):
+    from pipeline.models.blazestylegan import BlazeStyleGAN
+    from pipeline.profiling.speed_model import load_speed_model
+    config = search_config()
+    penalty = LatencyPenalty(load_speed_model(speed_model), config)
+    masked = MaskedStudent(BlazeStyleGAN(config.student))
+    widths = masked.masks.widths()
+    penalty(widths, step=config.steps)[0].backward()
+    plain = [float(v.grad[0]) for v in masked.masks.vectors()]
+    assert max(plain) > 1.5 * min(plain)  # the units' channels cost unlike amounts
+    channel_ms = penalty.channel_ms(widths)
+    # the slope is the penalty's gradient per channel (the straight-through width is 8 x groups)
+    scale = config.search.gamma / (penalty.supernet_ms - penalty.target_ms)
+    assert [g / (8 * scale) for g in plain] == pytest.approx(channel_ms.tolist(), rel=1e-4)
+    per_ms(masked.masks, channel_ms)
+    for v in masked.masks.vectors():
+        assert v.grad == pytest.approx(torch.full_like(v.grad, 8 * scale * channel_ms.mean()),
+                                       rel=1e-4)
+
+
+def test_fit_to_budget_fills_the_target_by_score(speed_model):
+    from pipeline.models.blazestylegan import BlazeStyleGAN
+    from pipeline.models.masked import ChannelMasks
+    from pipeline.profiling.speed_model import load_speed_model
+    config = search_config(target_ratio=1.0)
+    penalty = LatencyPenalty(load_speed_model(speed_model), config)
+    masks = MaskedStudent(BlazeStyleGAN(config.student)).masks
+
+    def state():
+        kept = [ChannelMasks.binary(v).detach() > 0.5 for v in masks.vectors()]
+        return kept, penalty.predict([8 * int(k.sum()) for k in kept])
+
+    # every group kept (the supernet): groups go, lowest score first, until within the target
+    fitted = fit_to_budget(masks, penalty)
+    kept, ms = state()
+    assert fitted["dropped_groups"] > 0 and ms <= penalty.target_ms
+    # then nothing dropped fits any more: each one alone would exceed the target
+    with torch.no_grad():
+        for v, k in zip(masks.vectors(), kept):
+            for j in torch.nonzero(~k).flatten().tolist():
+                score = float(v[j])
+                v[j] = 0.9
+                assert state()[1] > penalty.target_ms
+                v[j] = score
+    # from the floors up: the best-scored dropped groups come back, within the target
+    with torch.no_grad():
+        for v in masks.vectors():
+            v.copy_(torch.linspace(0.4, 0.0, len(v)))
+    fitted = fit_to_budget(masks, penalty)
+    kept, ms = state()
+    assert fitted == {"dropped_groups": 0, "added_groups": fitted["added_groups"]}
+    assert fitted["added_groups"] > 0 and ms <= penalty.target_ms
+    for k in kept:  # each mask keeps a prefix: its best-scored groups
+        assert k.tolist() == sorted(k.tolist(), reverse=True)
 
 
 def test_a_short_search_narrows_the_student_towards_its_budget(tmp_path, teacher, dataset,  # noqa: F811

@@ -64,7 +64,8 @@ class ChannelMasks(nn.Module):
         self.levels = nn.ParameterList(scores(c) for c in config.channels)
         self.head = scores(config.head_channels[-1])
 
-    def _vectors(self) -> list[nn.Parameter]:
+    def vectors(self) -> list[nn.Parameter]:
+        """The score vectors: one per level, then the last head's."""
         return [*self.levels, self.head]
 
     @staticmethod
@@ -76,7 +77,7 @@ class ChannelMasks(nn.Module):
 
     def groups(self) -> list[torch.Tensor]:
         """The kept groups per vector (levels, then the head), differentiable."""
-        return [self.binary(v) for v in self._vectors()]
+        return [self.binary(v) for v in self.vectors()]
 
     def widths(self) -> list[torch.Tensor]:
         """Kept channels per level and of the head (multiples of 8, differentiable)."""
@@ -88,7 +89,7 @@ class ChannelMasks(nn.Module):
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        for v in self._vectors():
+        for v in self.vectors():
             v.clamp_(0.0, 1.0)
 
     @torch.no_grad()

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 import torch
@@ -42,6 +42,7 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.io import sha256_file
 from pipeline.models.blazestylegan import STUDENT_KIND, BlazeStyleGANConfig
 from pipeline.models.masked import (
+    GROUP,
     ChannelMasks,
     MaskedStudent,
     extract,
@@ -53,7 +54,6 @@ from pipeline.perceptual import perceptual_distance
 from pipeline.profiling.speed_model import SpeedModel, load_speed_model, student_units
 from pipeline.search.geometry import latency_sizes
 from pipeline.training import distill as distillation
-from pipeline.training.adversarial import discriminator_step, r1_step
 from pipeline.training.distill import DistillConfig, TeacherProbe, check_compatible
 from pipeline.training.run import RunPaths, TrainingRun
 from pipeline.training.runtime import (
@@ -62,7 +62,6 @@ from pipeline.training.runtime import (
     local_main_first,
     module_digest,
     optimizer_step,
-    update_ema,
 )
 
 STATE_KIND = "search-state"
@@ -80,6 +79,8 @@ class SearchSection(StageConfig):
     gamma: Annotated[float, pydantic.Field(ge=0)]   # the latency penalty's weight
     ramp_steps: PositiveInt         # steps over which the target falls to its final value
     mask_lr: Annotated[float, pydantic.Field(gt=0)]  # the masks' SGD learning rate
+    mask_step: Literal["plain", "cost"]  # cost: each mask's gradient per millisecond (README)
+    fit_budget: bool                 # at the end, drop / add groups to the budget (README)
     seed: int
 
     @pydantic.model_validator(mode="after")
@@ -156,6 +157,15 @@ class LatencyPenalty:
         with torch.no_grad():
             return float(self.speed.student_ms(self.units(widths)))
 
+    def channel_ms(self, widths: list[torch.Tensor]) -> torch.Tensor:
+        """The speed model's milliseconds per channel of each mask (levels, then the head) at
+        ``widths``: the slope of the predicted latency, floored at 1% of the steepest."""
+        leaf = torch.stack([torch.as_tensor(w, dtype=torch.float32).detach()
+                            for w in widths]).requires_grad_()
+        with torch.enable_grad():
+            (slope,) = torch.autograd.grad(self.speed.student_ms(self.units(list(leaf))), leaf)
+        return slope.clamp_min(0.01 * float(slope.max()))
+
     def scheduled(self, step: int) -> float:
         done = min(1.0, (step + 1) / self.ramp)
         return self.supernet_ms + done * (self.target_ms - self.supernet_ms)
@@ -202,8 +212,8 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
     ema = share_masks(copy.deepcopy(masked).eval().requires_grad_(False), masked)
     opt_G = torch.optim.Adam([p for p in masked.student.parameters() if p.requires_grad],
                              lr=config.g_lr, betas=tuple(config.g_betas), eps=1e-8)
-    # Plain SGD on the scores: a step in proportion to the gradient, so that a level whose
-    # channels cost more milliseconds loses them faster (Adam would move every score alike).
+    # SGD on the scores: a step in proportion to the gradient (per millisecond with
+    # mask_step: cost); Adam would move every score alike, whatever its gradient.
     opt_M = torch.optim.SGD(masked.masks.parameters(), lr=config.search.mask_lr)
     opt_D = lazy_adam(D.parameters(), config.d_lr, config.r1_interval, config.r1_gamma > 0)
     probe = TeacherProbe(config, teacher, run.device)
@@ -214,27 +224,21 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
     beta = ema_beta(config.batch_size, config.ema_kimg)
     batches = run.real_batches(dataset)
     evaluation: dict[str, float] = {}
-    for step in run.steps():
-        real = next(batches)
-        with torch.no_grad():
-            styles = distillation.sample_step_styles(teacher, run.local_batch,
-                                                     config.style_mixing,
-                                                     run.generator(step, "draws"), run.device)
-            target = teacher.synthesis(distillation.mixed_ws(styles, teacher.config), "const")
-        g_loss, image, values = distillation.student_loss(config, masked, D, styles, target,
-                                                          distance, run)
-        latency, latency_values = penalty(masked.masks.widths(), step)
+
+    def update(g_loss: torch.Tensor, step: int) -> dict:
+        widths = masked.masks.widths()
+        latency, values = penalty(widths, step)
         opt_M.zero_grad(set_to_none=True)
         optimizer_step(g_loss + latency, masked, opt_G, run.dist)  # averages the masks' too
+        if config.search.mask_step == "cost":
+            per_ms(masked.masks, penalty.channel_ms(widths))
         opt_M.step()
         masked.masks.clamp_()
-        values.update(latency_values)
-        values.update(_widths_logged(masked, config.student))
-        values.update(discriminator_step(D, opt_D, real, image, run.autocast, run.dist))
-        if config.r1_gamma > 0 and step % config.r1_interval == 0:
-            values["reg/r1"] = r1_step(D, opt_D, real, config.r1_gamma, config.r1_interval,
-                                       run.dist)
-        update_ema(ema, masked, beta)
+        return {**values, **_widths_logged(masked, config.student)}
+
+    for step in run.steps():
+        values = distillation.distill_step(config, teacher, masked, ema, D, opt_D, next(batches),
+                                           distance, run, step, beta, update)
         run.record(step, values)
         evaluated = run.due(step, config.eval_every)
         if evaluated:
@@ -244,6 +248,57 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
     if not evaluation:  # nothing left to train: evaluate what the state holds
         evaluation = probe.evaluate(ema)
     return _finish(run, config, ema, penalty, probe, evaluation, state, teacher_path, identity)
+
+
+def per_ms(masks: ChannelMasks, channel_ms: torch.Tensor) -> None:
+    """Divide each mask's score gradient by its channels' cost (in units of the masks' mean
+    cost), in place: the latency term then moves every score alike, and which groups go is
+    decided by the distillation gradient per millisecond (a greedy knapsack's criterion), not
+    by which unit is the most expensive."""
+    scale = channel_ms.mean() / channel_ms
+    for vector, factor in zip(masks.vectors(), scale):
+        if vector.grad is not None:
+            vector.grad.mul_(factor.to(vector.grad))
+
+
+@torch.no_grad()
+def fit_to_budget(masks: ChannelMasks, penalty: LatencyPenalty) -> dict[str, int]:
+    """Fit the kept groups to the target, in place: while the predicted latency is above it,
+    drop the lowest-scored kept group (not a mask's floor); then add back the best-scored
+    dropped groups that keep it within the target, best first.
+
+    Returns:
+        the groups dropped and added.
+    """
+    vectors = masks.vectors()
+
+    def kept() -> list[torch.Tensor]:
+        return [ChannelMasks.binary(v).detach() > 0.5 for v in vectors]
+
+    def predicted() -> float:
+        return penalty.predict([GROUP * int(k.sum()) for k in kept()])
+
+    for vector, k in zip(vectors, kept()):  # a floor kept below 0.5 stays kept beside others
+        vector[k] = vector[k].clamp_min(0.5 + 1e-3)
+    dropped = added = 0
+    while predicted() > penalty.target_ms:
+        candidates = [(float(v[j]), i, j) for i, (v, k) in enumerate(zip(vectors, kept()))
+                      for j in torch.nonzero(k).flatten().tolist()
+                      if int(k.sum()) > 1]
+        if not candidates:
+            break
+        _, i, j = min(candidates)
+        vectors[i][j] = 0.5  # not above 0.5: dropped
+        dropped += 1
+    candidates = sorted(((float(v[j]), i, j) for i, (v, k) in enumerate(zip(vectors, kept()))
+                         for j in torch.nonzero(~k).flatten().tolist()), reverse=True)
+    for score, i, j in candidates:
+        vectors[i][j] = 0.5 + 1e-3
+        if predicted() > penalty.target_ms:
+            vectors[i][j] = score
+        else:
+            added += 1
+    return {"dropped_groups": dropped, "added_groups": added}
 
 
 def _check_extraction(masked: MaskedStudent, student: nn.Module, ws: torch.Tensor,
@@ -274,6 +329,13 @@ def _widths_logged(masked: MaskedStudent, supernet: BlazeStyleGANConfig) -> dict
 def _finish(run: TrainingRun, config: SearchConfig, ema: MaskedStudent, penalty: LatencyPenalty,
             probe: TeacherProbe, evaluation: dict, state: dict | None, teacher_path: str | Path,
             identity: dict) -> dict:
+    searched_widths = [int(w) for w in ema.masks.widths()]
+    fitted = None
+    if config.search.fit_budget:  # on a copy: the state keeps the masks the search left
+        ema = copy.deepcopy(ema)
+        fitted = {"searched_widths": searched_widths,
+                  "searched_ms": penalty.predict(searched_widths),
+                  **fit_to_budget(ema.masks, penalty)}
     searched = ema.searched_config()
     student = extract(ema)
     _check_extraction(ema, student, probe.eval_ws)
@@ -281,6 +343,7 @@ def _finish(run: TrainingRun, config: SearchConfig, ema: MaskedStudent, penalty:
     result = {"searched": {"channels": searched.channels,
                            "head_channels": searched.head_channels},
               "predicted_ms": penalty.predict(widths), "target_ms": penalty.target_ms,
+              "fit_budget": fitted,
               "supernet_ms": penalty.supernet_ms, "base_ms": penalty.base_ms,
               "latency_resolution": config.search.latency_resolution,
               "supernet": {"channels": config.student.channels,

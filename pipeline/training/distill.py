@@ -23,6 +23,7 @@ shares (``pipeline.training.run``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
@@ -267,17 +268,32 @@ def student_loss(config: DistillConfig, student: BlazeStyleGAN, D: nn.Module,
     return g_loss, image, values
 
 
-def student_step(config: DistillConfig, student: BlazeStyleGAN, D: nn.Module,
-                 opt_G: torch.optim.Optimizer, styles: StyleSample, target: torch.Tensor,
-                 distance: nn.Module, run: TrainingRun) -> tuple[torch.Tensor, dict]:
-    """One update of the student with :func:`student_loss`.
+def distill_step(config: DistillConfig, teacher: Generator, student: nn.Module, ema: nn.Module,
+                 D: nn.Module, opt_D: torch.optim.Optimizer, real: torch.Tensor,
+                 distance: nn.Module, run: TrainingRun, step: int, beta: float,
+                 update: Callable[[torch.Tensor, int], dict]) -> dict:
+    """One step of the distillation, shared by the distill stage and the latency search.
+
+    Phase 1: the teacher's images of fresh styles, then the student's loss (Eq. 4,
+    :func:`student_loss`), which ``update(loss, step)`` applies: it steps the student's
+    optimiser (the search adds its latency term and steps its masks) and returns what it logs.
+    Phase 2: the discriminator, real dataset images against the student's. Phase 3: lazy R1 on
+    reals. Then the EMA of the student.
 
     Returns:
-        (the student's final images, the logged values).
+        the step's logged values.
     """
+    with torch.no_grad():  # in float32: targets are not rounded to bfloat16
+        styles = sample_step_styles(teacher, run.local_batch, config.style_mixing,
+                                    run.generator(step, "draws"), run.device)
+        target = teacher.synthesis(mixed_ws(styles, teacher.config), "const")
     g_loss, image, values = student_loss(config, student, D, styles, target, distance, run)
-    optimizer_step(g_loss, student, opt_G, run.dist)
-    return image, values
+    values.update(update(g_loss, step))
+    values.update(discriminator_step(D, opt_D, real, image, run.autocast, run.dist))
+    if config.r1_gamma > 0 and step % config.r1_interval == 0:
+        values["reg/r1"] = r1_step(D, opt_D, real, config.r1_gamma, config.r1_interval, run.dist)
+    update_ema(ema, student, beta)
+    return values
 
 
 def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str | Path,
@@ -323,21 +339,13 @@ def distill(config: DistillConfig, *, teacher_path: str | Path, dataset_dir: str
     evaluation, beta = dict(initial), ema_beta(config.batch_size, config.ema_kimg)
     batches = run.real_batches(dataset)
 
-    for step in run.steps():
-        real = next(batches)
-        with torch.no_grad():  # in float32: targets are not rounded to bfloat16
-            styles = sample_step_styles(teacher, run.local_batch, config.style_mixing,
-                                        run.generator(step, "draws"), run.device)
-            target = teacher.synthesis(mixed_ws(styles, teacher.config), "const")
-        # Phase 1: student, Eq. 4. Phase 2: discriminator, real dataset images against the
-        # student's. Phase 3: lazy R1 on reals.
-        image, values = student_step(config, student, D, opt_G, styles, target, distance, run)
-        values.update(discriminator_step(D, opt_D, real, image, run.autocast, run.dist))
-        if config.r1_gamma > 0 and step % config.r1_interval == 0:
-            values["reg/r1"] = r1_step(D, opt_D, real, config.r1_gamma, config.r1_interval,
-                                       run.dist)
+    def update(g_loss: torch.Tensor, step: int) -> dict:
+        optimizer_step(g_loss, student, opt_G, run.dist)
+        return {}
 
-        update_ema(student_ema, student, beta)
+    for step in run.steps():
+        values = distill_step(config, teacher, student, student_ema, D, opt_D, next(batches),
+                              distance, run, step, beta, update)
         run.record(step, values)
         evaluated = run.due(step, config.eval_every)
         if evaluated:
