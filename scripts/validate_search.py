@@ -9,14 +9,17 @@ distill section's settings for ``--distill-steps`` (the same seed for both) and 
 ``distill_sweep.py`` scores (SWD x 1e3 against the dataset, PSNR / SSIM against the teacher).
 Finally every architecture is exported at the latency geometry by the pipeline's chain
 (:func:`pipeline.search.geometry.scaled_graph`, random weights as trained) and timed in one
-process, interleaved: measured against predicted latency, and against the budget.
+process, interleaved: measured against predicted latency, and against the budget. With
+``--speed-data``, the dataset's first whole students are timed with them: the median ratio of
+their latency now to the dataset's is the host's drift since the dataset was timed, and the
+predictions are compared at the drift too (``predicted_drift_error_pct``).
 
 Prints one JSON line per student, then the summary table; writes ``--out``/validation.json and
 the quality-vs-latency plot ``--out``/pareto.png. Asserts nothing.
 
     python scripts/validate_search.py --teacher models/teacher.pt --dataset data/prepared \\
         --speed-model runs/speed/speed_model.pt --out runs/validate_search --scales 1.0,0.75 \\
-        --seeds 0,1
+        --seeds 0,1 --speed-data runs/speed/data/points.json
 """
 
 import json
@@ -64,18 +67,28 @@ def key(config: BlazeStyleGANConfig) -> str:
     return f"c{'-'.join(map(str, config.channels))}-h{config.head_channels[-1]}"
 
 
-def measure(configs: dict[str, BlazeStyleGANConfig], resolution: int, threads: int,
+def measure(configs: dict[str, tuple[BlazeStyleGANConfig, int]], threads: int,
             rounds: int) -> dict[str, float]:
-    """p50 ms of every architecture at the latency geometry, timed together."""
+    """p50 ms of every (architecture, latency resolution), timed together, interleaved."""
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
         paths = {}
-        for name, config in configs.items():
+        for name, (config, resolution) in configs.items():
             graph = scaled_graph(config, resolution)
             inputs = torch.randn(2, config.w_dim, generator=torch.Generator().manual_seed(0))
             exported = export_for_timing(graph, inputs, Path(tmp) / name, "nhwc")
             paths[name] = exported.tflite["float16"]
         timings = time_interleaved(paths, threads, 5, 20, rounds, shuffle_seed=0)
     return {name: t["p50_ms"] for name, t in timings.items()}
+
+
+def references(speed_data: Path | None, count: int) -> dict[str, tuple[dict, float]]:
+    """The first ``count`` whole students of the speed model's dataset, with the latency it
+    measured: timed again beside the validation's graphs, their ratio is the host's drift since
+    the dataset was timed (this VM's speed varies by more than 10% between hours)."""
+    if speed_data is None or count == 0:
+        return {}
+    students = json.loads(speed_data.read_text())["students"][:count]
+    return {f"reference-{s['key']}": (s["student"], s["latency_ms"]) for s in students}
 
 
 def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
@@ -87,18 +100,23 @@ def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
          seeds: str = typer.Option("0,1", help="seeds of the searches and distillations"),
          search_steps: int = typer.Option(None, help="default: search_architecture.steps"),
          distill_steps: int = typer.Option(None, help="default: distill.steps"),
+         mask_step: str = typer.Option(None, help="default: search_architecture.mask_step"),
+         fit_budget: bool = typer.Option(None, help="default: search_architecture.fit_budget"),
          count: int = typer.Option(500, help="images of the SWD"),
          threads: int = typer.Option(2, help="LiteRT threads"),
          rounds: int = typer.Option(5, help="interleaved timing rounds"),
+         speed_data: Path = typer.Option(None, help="the speed model's points.json: its first "
+                                         "students are timed again (the host's drift)"),
+         reference_students: int = typer.Option(4, help="dataset students timed again"),
          device: str = typer.Option("auto", help="auto, cpu or cuda")) -> None:
     logging.basicConfig(level=logging.WARNING)
     sections = read_yaml(params)
     distill = DistillConfig.model_validate(sections["distill"])
     if distill_steps is not None:
         distill = distill.model_copy(update={"steps": distill_steps})
-    search = SearchSection.model_validate(sections["search_architecture"])
-    if search_steps is not None:
-        search = search.model_copy(update={"steps": search_steps})
+    overrides = {key: value for key, value in (("steps", search_steps), ("mask_step", mask_step),
+                                               ("fit_budget", fit_budget)) if value is not None}
+    search = SearchSection.model_validate({**sections["search_architecture"], **overrides})
     speed = load_speed_model(speed_model)
     resolution = search.latency_resolution
     rows, architectures = [], {}
@@ -128,15 +146,31 @@ def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
                 row = {"scale": scale, "seed": seed, "student": name, "arch": key(student),
                        "budget_ms": budget,
                        "predicted_ms": predicted_ms(speed, student, resolution), **score}
+                if name == "searched":
+                    row["fit_budget"] = found["fit_budget"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    measured = measure(architectures, resolution, threads, rounds)
+    reference = references(speed_data, reference_students)
+    timed = {name: (config, resolution) for name, config in architectures.items()}
+    for name, (student, _) in reference.items():
+        config = BlazeStyleGANConfig.model_validate(student)
+        timed[name] = (config, config.resolution)  # scale 1: the dataset's own graph
+    measured = measure(timed, threads, rounds)
+    drift = (float(np.median([measured[name] / ms for name, (_, ms) in reference.items()]))
+             if reference else None)
     for row in rows:
         row["measured_ms"] = measured[row["arch"]]
+        row["predicted_error_pct"] = 100 * (row["predicted_ms"] / row["measured_ms"] - 1)
+        if drift is not None:  # the prediction at the host's speed of this hour
+            row["predicted_drift_error_pct"] = 100 * (drift * row["predicted_ms"]
+                                                      / row["measured_ms"] - 1)
     summary = summarize(rows)
     print(json.dumps(summary, indent=1))
-    write_json(out / "validation.json", {"rows": rows, "summary": summary,
-                                         "latency_resolution": resolution})
+    print(json.dumps({"host_drift": drift}))
+    write_json(out / "validation.json", {
+        "rows": rows, "summary": summary, "latency_resolution": resolution, "host_drift": drift,
+        "references": {name: {"dataset_ms": ms, "measured_ms": measured[name]}
+                       for name, (_, ms) in reference.items()}})
     plot(rows, out / "pareto.png")
 
 
@@ -149,7 +183,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             entry = {"scale": scale, "student": name, "seeds": len(group),
                      "archs": sorted({r["arch"] for r in group})}
             for metric in ("student_swd_mean", "psnr", "ssim", "predicted_ms", "measured_ms",
-                           "budget_ms"):
+                           "budget_ms", "predicted_error_pct"):
                 values = np.array([r[metric] for r in group], dtype=float)
                 entry[metric] = float(values.mean())
                 entry[f"{metric}_range"] = [float(values.min()), float(values.max())]

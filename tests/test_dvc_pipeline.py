@@ -87,7 +87,7 @@ def make_project(dest: Path, **sections: dict) -> Path:
             "measure_latency": {"preset": "blaze-tiny-32", "head": "bilinear", "w_dim": 16,
                                 "widen": 1.0,
                                 "blocks": 1, "heads": 0, "preset_units": True, "seed": 0,
-                                "const_share": 0.0, "students": 0,
+                                "const_share": 0.0, "sizes": None, "students": 0,
                                 "threads": 1, "warmup": 1, "runs": 2, "passes": 2,
                                 "max_cv": 10.0, "remeasure_passes": 0},
             "fit_speed_model": {"hidden": [8], "ensemble": 1, "steps": 50, "lr": 0.01,

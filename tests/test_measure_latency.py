@@ -3,6 +3,7 @@ resumable measurement through the real chain."""
 
 import json
 
+import pydantic
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ CONFIG = {"preset": "blaze-256", "head": "bilinear", "w_dim": None, "widen": 2.0
           "heads": 2,
           "seed": 0, "threads": 1, "warmup": 1, "runs": 2, "passes": 2, "max_cv": 0.1,
           "remeasure_passes": 1, "preset_units": True,
-          "const_share": 0.0, "students": 0}
+          "const_share": 0.0, "sizes": None, "students": 0}
 
 
 def test_samples_hold_the_preset_units_and_valid_widths():
@@ -52,6 +53,18 @@ def test_first_level_blocks_are_sampled_at_every_size_and_streams_are_stable():
     more = sample_units(MeasureLatencyConfig.model_validate({**config.to_dict(), "blocks": 50}))
     assert [s for s in more if s.kind == "block"][:40] == [s for s in specs if s.kind == "block"]
     assert [s for s in more if s.kind == "head"] == [s for s in specs if s.kind == "head"]
+
+
+def test_sizes_sample_the_geometry_a_search_budgets():
+    config = MeasureLatencyConfig.model_validate({**CONFIG, "blocks": 30, "const_share": 0.3,
+                                                  "preset_units": False, "sizes": [32, 16, 64]})
+    blocks = [s for s in sample_units(config) if s.kind == "block"]
+    assert {s.size for s in blocks if not s.upsample} == {16}  # the searched first level's
+    assert {s.size for s in blocks if s.upsample} == {32, 64}
+    for sizes in ([16], [16, 24], []):
+        with pytest.raises(pydantic.ValidationError, match="two or more feature sizes of preset "
+                                                           "blaze-256"):
+            MeasureLatencyConfig.model_validate({**CONFIG, "sizes": sizes})
 
 
 def test_whole_students_are_what_a_widened_search_returns():

@@ -74,6 +74,7 @@ class MeasureLatencyConfig(StageConfig):
     blocks: Annotated[int, pydantic.Field(ge=0)]   # sampled block configurations (beyond the
     heads: Annotated[int, pydantic.Field(ge=0)]    # preset's own) and sampled head ones
     const_share: Annotated[float, pydantic.Field(ge=0, le=1)]  # of the blocks: first-level ones
+    sizes: list[PositiveInt] | None  # a searched geometry's level sizes; None: the preset's
     preset_units: bool                             # measure the preset's own units too
     students: Annotated[int, pydantic.Field(ge=0)]  # whole random students (additivity check)
     seed: int
@@ -96,6 +97,15 @@ class MeasureLatencyConfig(StageConfig):
         if self.blocks == 0 and self.heads == 0 and not self.preset_units:
             raise ValueError("blocks and heads are both 0 and preset_units is false: nothing to "
                              "measure")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _preset_sizes(self):
+        preset = [r // 4 for r in PRESETS[self.preset].levels]
+        if self.sizes is not None:
+            if len(set(self.sizes)) < 2 or any(s not in preset for s in self.sizes):
+                raise ValueError(f"sizes {self.sizes}: two or more feature sizes of preset "
+                                 f"{self.preset} ({', '.join(map(str, preset))}), or null")
         return self
 
     def student(self) -> BlazeStyleGANConfig:
@@ -151,13 +161,18 @@ def preset_units(student: BlazeStyleGANConfig) -> list[UnitSpec]:
 def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
     """``blocks`` + ``heads`` sampled units (no duplicates), after the preset's own ones when
     ``config.preset_units``. A share ``const_share`` of the blocks are first-level ones (from a
-    constant, no upsampling), at any of the preset's feature sizes: a search that budgets a
-    student's latency at a larger feature size than it trains at (``search.latency_resolution``)
-    meets them there."""
+    constant, no upsampling). By default blocks are drawn at the preset's feature sizes, the
+    first-level ones at any of them: a search that budgets a student's latency at a larger
+    feature size than it trains at (``search.latency_resolution``) meets them there. With
+    ``config.sizes``, the level sizes of the geometry a search budgets, first-level blocks are
+    drawn at the smallest and the others at the rest."""
     student = config.student()
     widths = _widths(student, config.widen)
     specs = dict.fromkeys(preset_units(student) if config.preset_units else [])
     sizes = [r // 4 for r in student.levels]
+    # first-level blocks at any of the preset's sizes, or at the first of a searched geometry's
+    first, upsampled = ((sizes, sizes[1:]) if config.sizes is None
+                        else (sorted(set(config.sizes))[:1], sorted(set(config.sizes))[1:]))
     for stream, (kind, count) in enumerate((("block", config.blocks), ("head", config.heads))):
         # one stream per kind: asking for more of one keeps the others' and its own first ones
         rng = np.random.default_rng([config.seed, stream])
@@ -167,7 +182,7 @@ def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
             cin, cout = (int(c) for c in rng.choice(widths[kind], 2))
             if kind == "block":
                 const = bool(rng.random() < config.const_share)
-                size = int(rng.choice(sizes if const else sizes[1:]))
+                size = int(rng.choice(first if const else upsampled))
                 spec = UnitSpec(kind="block", size=size, in_channels=cin, out_channels=cout,
                                 upsample=not const)
             else:
