@@ -88,6 +88,9 @@ def references(speed_data: Path | None, count: int) -> dict[str, tuple[dict, flo
     if speed_data is None or count == 0:
         return {}
     students = json.loads(speed_data.read_text())["students"][:count]
+    if not students:
+        raise typer.BadParameter(f"{speed_data} holds no whole students to time again "
+                                 "(measure_latency.students 0): no drift can be measured")
     return {f"reference-{s['key']}": (s["student"], s["latency_ms"]) for s in students}
 
 

@@ -65,6 +65,8 @@ def test_sizes_sample_the_geometry_a_search_budgets():
         with pytest.raises(pydantic.ValidationError, match="two or more feature sizes of preset "
                                                            "blaze-256"):
             MeasureLatencyConfig.model_validate({**CONFIG, "sizes": sizes})
+    with pytest.raises(pydantic.ValidationError, match="last feature size 64"):
+        MeasureLatencyConfig.model_validate({**CONFIG, "sizes": [8, 16, 32]})
 
 
 def test_whole_students_are_what_a_widened_search_returns():

@@ -183,6 +183,11 @@ def test_an_interrupted_search_resumes_bit_equal(tmp_path, teacher, dataset,  # 
     assert module_digest(load_student(full / "student.pt")) == module_digest(
         load_student(part / "student.pt"))
     assert resumed["searched"] == whole["searched"] and resumed["resumed"]
+    # fit_budget acts on the result only: the finished state is reused, not trained again
+    unfitted = run(tmp_path, teacher, dataset, speed_model, search_config(fit_budget=False),
+                   "part")[1]
+    assert unfitted["resumed"] and unfitted["fit_budget"] is None
+    assert unfitted["steps"] == whole["steps"]
 
 
 def test_bad_budgets_are_refused_by_name(speed_model):

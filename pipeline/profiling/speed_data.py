@@ -106,6 +106,9 @@ class MeasureLatencyConfig(StageConfig):
             if len(set(self.sizes)) < 2 or any(s not in preset for s in self.sizes):
                 raise ValueError(f"sizes {self.sizes}: two or more feature sizes of preset "
                                  f"{self.preset} ({', '.join(map(str, preset))}), or null")
+            if max(self.sizes) != preset[-1]:  # where the heads are measured
+                raise ValueError(f"sizes {self.sizes}: must end at preset {self.preset}'s last "
+                                 f"feature size {preset[-1]}, where its head's input is")
         return self
 
     def student(self) -> BlazeStyleGANConfig:

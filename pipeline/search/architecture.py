@@ -101,7 +101,9 @@ class SearchConfig(DistillConfig):
 
     def training_identity(self) -> dict:
         identity = super().training_identity()
-        identity["search"] = {k: v for k, v in identity["search"].items() if k != "steps"}
+        # steps (a longer run resumes a shorter one) and fit_budget (it acts on the result only)
+        identity["search"] = {k: v for k, v in identity["search"].items()
+                              if k not in ("steps", "fit_budget")}
         return identity
 
     @classmethod
@@ -164,7 +166,7 @@ class LatencyPenalty:
                             for w in widths]).requires_grad_()
         with torch.enable_grad():
             (slope,) = torch.autograd.grad(self.speed.student_ms(self.units(list(leaf))), leaf)
-        return slope.clamp_min(0.01 * float(slope.max()))
+        return slope.clamp_min(max(0.01 * float(slope.max()), 1e-9))
 
     def scheduled(self, step: int) -> float:
         done = min(1.0, (step + 1) / self.ramp)
