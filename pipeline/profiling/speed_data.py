@@ -174,8 +174,8 @@ def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
     specs = dict.fromkeys(preset_units(student) if config.preset_units else [])
     sizes = [r // 4 for r in student.levels]
     # first-level blocks at any of the preset's sizes, or at the first of a searched geometry's
-    first, upsampled = ((sizes, sizes[1:]) if config.sizes is None
-                        else (sorted(set(config.sizes))[:1], sorted(set(config.sizes))[1:]))
+    geometry = sizes if config.sizes is None else sorted(set(config.sizes))
+    first, upsampled = (sizes if config.sizes is None else geometry[:1]), geometry[1:]
     for stream, (kind, count) in enumerate((("block", config.blocks), ("head", config.heads))):
         # one stream per kind: asking for more of one keeps the others' and its own first ones
         rng = np.random.default_rng([config.seed, stream])
