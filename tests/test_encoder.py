@@ -50,7 +50,8 @@ STUDENT = BlazeStyleGANConfig(resolution=16, z_dim=16, w_dim=16, mapping_layers=
                               mapping_lr_mul=1.0, channels=[32, 16], head_channels=[8, 8],
                               noise=True)
 TINY_ENCODER = {"resolution": 16, "num_ws": 5, "w_dim": 16, "width_mult": 0.25,
-                "blocks": [1, 1, 1], "downsamplings": 2, "head_channels": 16, "groups": [2, 3]}
+                "blocks": [1, 1, 1], "downsamplings": 2, "head_channels": 16, "groups": [2, 3],
+                "fpn": True}
 TINY_TRAIN = {
     "encoder": TINY_ENCODER, "backbone_weights": "none", "allow_download": False, "seed": 0,
     "batch_size": 8, "steps": 6, "lr": 0.005, "lr_schedule": "constant", "synthetic_fraction": 0.5,
@@ -137,6 +138,24 @@ def test_presets_give_w_plus_around_w_avg_from_the_coarsest_features_first(name)
     assert sizes[0] == config.resolution >> config.downsamplings
 
 
+@pytest.mark.parametrize("fpn", [True, False])
+def test_the_pyramid_lets_fine_styles_see_the_deepest_features(fpn):
+    torch.manual_seed(0)
+    encoder = Encoder(EncoderConfig.model_validate({**TINY_ENCODER, "fpn": fpn})).eval()
+    captured = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured["deepest"] = output
+
+    encoder.backbone[encoder.taps[0]].register_forward_hook(keep)  # the coarsest tap's block
+    offsets = encoder.offsets(torch.rand(1, 3, 16, 16) * 2 - 1)
+    offsets[:, TINY_ENCODER["groups"][0]:].square().sum().backward()  # the finest tap's styles
+    gradient = captured["deepest"].grad
+    reaches = gradient is not None and bool(gradient.abs().sum() > 0)
+    assert reaches == fpn  # without the pyramid a fine head sees only the blocks before its tap
+
+
 def test_config_errors_name_what_is_wrong():
     with pytest.raises(ValueError, match="must sum to num_ws"):
         EncoderConfig.model_validate({**TINY_ENCODER, "groups": [2, 2]})
@@ -219,8 +238,10 @@ def test_holdout_split_is_seeded_disjoint_and_keeps_flips_apart(dataset):
 # --- training ---------------------------------------------------------------------------------
 
 def test_short_training_improves_reconstruction_and_latents(tmp_path, student, dataset):
-    out, result = run(tmp_path, student, dataset, train_config(steps=40, eval_every=20))
-    # A random generator draws no faces: only its own images can be inverted well.
+    out, result = run(tmp_path, student, dataset,
+                      train_config(steps=40, eval_every=20, lambda_latent=10.0))
+    # A random generator draws no faces: only its own images can be inverted well. Many W+ make
+    # the same image: the latent term, weighted up here, is what pulls W+ to the true one.
     assert result["final"]["psnr_synthetic"] > result["initial"]["psnr_synthetic"] + 1
     assert result["final"]["ws_mse_synthetic"] < result["initial"]["ws_mse_synthetic"]
     assert (result["holdout_images"], result["train_images"]) == (4, 8)

@@ -10,6 +10,10 @@ Structure (pSp's multi-scale idea on MediaPipe FaceStylizer's MobileNetV2 backbo
   leave a 1x1 map; the tiny preset uses 3 downsamplings (a 4x4 map at the end) instead of
   upsampling the input, which would cost 16x the FLOPs for no new information;
 * taps: the output of the last block at each of the ``len(groups)`` coarsest feature resolutions;
+* feature pyramid (``fpn``, pSp's): a 1x1 lateral convolution takes each tap to
+  ``head_channels`` and every finer tap adds the bilinearly upsampled coarser one, so the fine
+  styles see the deep features too (without it, a fine head sees only the shallow blocks before
+  its tap);
 * heads (:class:`Map2Style`, pSp's map2style): one per tap, coarse styles from the coarsest map.
   Each reduces its map to 1x1 with stride-2 depthwise-separable convolutions, then one linear layer
   gives its group's ``groups[k]`` w offsets at once;
@@ -18,7 +22,8 @@ Structure (pSp's multi-scale idea on MediaPipe FaceStylizer's MobileNetV2 backbo
 
 Input: images (N, 3, R, R) in [-1, 1], the generator's output range; normalised to ImageNet's mean
 and std inside (so optional ImageNet weights see what they were trained on). Static shapes and
-builtin TFLite ops only (convolutions, ReLU6, LeakyReLU, add, reshape): exportable by construction.
+builtin TFLite ops only (convolutions, ReLU6, LeakyReLU, add, bilinear resize, reshape): exportable
+by construction.
 
 Complexity convention as the paper's: parameters and FLOPs (2 x MACs) of the whole encoder at
 batch 1 (``python -m stages.complexity``).
@@ -67,6 +72,7 @@ class EncoderConfig(StageConfig):
     downsamplings: Annotated[int, pydantic.Field(ge=1, le=5)]  # total stride 2^downsamplings
     head_channels: Annotated[int, pydantic.Field(ge=1)]  # width of each map2style head
     groups: list[Annotated[int, pydantic.Field(ge=1)]]  # ws per tap, coarse first; sum = num_ws
+    fpn: bool  # pSp's top-down feature pyramid over the taps (heads see head_channels)
 
     @pydantic.model_validator(mode="after")
     def _check(self):
@@ -102,10 +108,10 @@ class EncoderConfig(StageConfig):
         return setting
 
 
-def _preset(resolution, num_ws, w_dim, width, blocks, downsamplings, head, groups):
+def _preset(resolution, num_ws, w_dim, width, blocks, downsamplings, head, groups, fpn):
     return EncoderConfig(resolution=resolution, num_ws=num_ws, w_dim=w_dim, width_mult=width,
                          blocks=blocks, downsamplings=downsamplings, head_channels=head,
-                         groups=groups)
+                         groups=groups, fpn=fpn)
 
 
 # encoder-256 inverts blaze-256 (13 ws of 512): MobileNetV2 at width 1.0 up to its 96-channel
@@ -113,9 +119,9 @@ def _preset(resolution, num_ws, w_dim, width, blocks, downsamplings, head, group
 # 1.48 M parameters and 0.571 GFLOPs at 256 against the paper's 1.44 M / 0.60 (+2.6% / -4.8%;
 # `python -m stages.complexity`, checked by the tests). The tiny presets invert blaze-tiny-32 / 64.
 PRESETS: dict[str, EncoderConfig] = {
-    "encoder-tiny-32": _preset(32, 7, 64, 1.0, [1, 2, 3, 4, 3], 3, 128, [2, 2, 3]),
-    "encoder-tiny-64": _preset(64, 9, 64, 1.0, [1, 2, 3, 4, 3], 4, 128, [2, 2, 5]),
-    "encoder-256": _preset(256, 13, 512, 1.0, [1, 2, 3, 4, 3], 4, 112, [4, 4, 5]),
+    "encoder-tiny-32": _preset(32, 7, 64, 1.0, [1, 2, 3, 4, 3], 3, 256, [2, 2, 3], True),
+    "encoder-tiny-64": _preset(64, 9, 64, 1.0, [1, 2, 3, 4, 3], 4, 128, [2, 2, 5], True),
+    "encoder-256": _preset(256, 13, 512, 1.0, [1, 2, 3, 4, 3], 4, 112, [4, 4, 5], True),
 }
 
 
@@ -155,8 +161,12 @@ class Encoder(nn.Module):
                                                     inverted_residual_setting=config.stages())
         self.backbone = mobilenet.features[:-1]  # without the 1x1 expansion to 1280 channels
         self.taps, channels, sizes = self._taps()
+        hidden = config.head_channels
+        self.laterals = nn.ModuleList(nn.Conv2d(channels[i], hidden, 1) for i in self.taps
+                                      ) if config.fpn else None
         self.heads = nn.ModuleList(
-            Map2Style(channels[i], config.head_channels, sizes[i], count, config.w_dim)
+            Map2Style(hidden if config.fpn else channels[i], hidden, sizes[i], count,
+                      config.w_dim)
             for i, count in zip(self.taps, config.groups))
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
@@ -185,7 +195,14 @@ class Encoder(nn.Module):
             x = block(x)
             if i in self.taps:
                 features[i] = x
-        return torch.cat([head(features[i]) for i, head in zip(self.taps, self.heads)], dim=1)
+        maps = [features[i] for i in self.taps]  # coarsest first
+        if self.laterals is not None:  # top-down: each finer map adds the upsampled coarser one
+            pyramid = [self.laterals[0](maps[0])]
+            for lateral, x in zip(self.laterals[1:], maps[1:]):
+                pyramid.append(lateral(x) + F.interpolate(pyramid[-1], scale_factor=2.0,
+                                                          mode="bilinear", align_corners=False))
+            maps = pyramid
+        return torch.cat([head(x) for x, head in zip(maps, self.heads)], dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.w_avg + self.offsets(images)
