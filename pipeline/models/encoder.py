@@ -115,9 +115,10 @@ def _preset(resolution, num_ws, w_dim, width, blocks, downsamplings, head, group
 
 
 # encoder-256 inverts blaze-256 (13 ws of 512): MobileNetV2 at width 1.0 up to its 96-channel
-# stage (stride 16, pSp's deepest tap at 256) with ImageNet-compatible weights, and 112-wide heads:
-# 1.48 M parameters and 0.571 GFLOPs at 256 against the paper's 1.44 M / 0.60 (+2.6% / -4.8%;
-# `python -m stages.complexity`, checked by the tests). The tiny presets invert blaze-tiny-32 / 64.
+# stage (stride 16, pSp's deepest tap at 256) with ImageNet-compatible weights, the pyramid and
+# 112-wide heads: 1.52 M parameters and 0.633 GFLOPs at 256 against the paper's 1.44 M / 0.60
+# (+5.3% / +5.5%; `python -m stages.complexity`, checked by the tests). The tiny presets invert
+# blaze-tiny-32 / 64.
 PRESETS: dict[str, EncoderConfig] = {
     "encoder-tiny-32": _preset(32, 7, 64, 1.0, [1, 2, 3, 4, 3], 3, 256, [2, 2, 3], True),
     "encoder-tiny-64": _preset(64, 9, 64, 1.0, [1, 2, 3, 4, 3], 4, 128, [2, 2, 5], True),
