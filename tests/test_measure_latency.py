@@ -55,6 +55,24 @@ def test_first_level_blocks_are_sampled_at_every_size_and_streams_are_stable():
     assert [s for s in more if s.kind == "head"] == [s for s in specs if s.kind == "head"]
 
 
+def test_log_uniform_draws_add_narrow_units_and_keep_the_uniform_ones():
+    config = MeasureLatencyConfig.model_validate({**CONFIG, "blocks": 40, "heads": 20,
+                                                  "preset_units": False})
+    specs = sample_units(config)
+    more = sample_units(MeasureLatencyConfig.model_validate({**config.to_dict(),
+                                                             "log_blocks": 40, "log_heads": 20}))
+    assert more[:len(specs)] == specs and len(more) == len(specs) + 60  # cached exports kept
+    extra = more[len(specs):]
+
+    def narrow(units):  # the share of widths at 32 or below
+        widths = [w for s in units for w in (s.in_channels, s.out_channels)]
+        return sum(w <= 32 for w in widths) / len(widths)
+
+    for kind in ("block", "head"):
+        assert narrow([s for s in extra if s.kind == kind]) > 2 * narrow(
+            [s for s in specs if s.kind == kind])
+
+
 def test_sizes_sample_the_geometry_a_search_budgets():
     config = MeasureLatencyConfig.model_validate({**CONFIG, "blocks": 30, "const_share": 0.3,
                                                   "preset_units": False, "sizes": [32, 16, 64]})

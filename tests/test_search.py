@@ -208,6 +208,15 @@ def test_bad_budgets_are_refused_by_name(speed_model):
         LatencyPenalty(speed, search_config({"student": other}))
 
 
+def test_the_search_may_weigh_the_shipped_level_on_its_own():
+    assert search_config().final_level_weight == 1.0  # None: distill's
+    searched = search_config(final_level_weight=4.0)
+    assert searched.final_level_weight == 4.0
+    assert searched.training_identity() != search_config().training_identity()
+    with pytest.raises(pydantic.ValidationError, match="final_level_weight"):
+        SearchSection.model_validate({**SEARCH, "final_level_weight": 0.0})
+
+
 def test_the_latency_geometry_graph_is_the_inference_graph_at_scale_1():
     from pipeline.models.blazestylegan import PRESETS, BlazeStyleGAN
     from pipeline.models.inference import strip_aux_heads

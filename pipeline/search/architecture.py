@@ -81,6 +81,9 @@ class SearchSection(StageConfig):
     mask_lr: Annotated[float, pydantic.Field(gt=0)]  # the masks' SGD learning rate
     mask_step: Literal["plain", "cost"]  # cost: each mask's gradient per millisecond (README)
     fit_budget: bool                 # at the end, drop / add groups to the budget (README)
+    # the final level's weight in the search's distillation loss (None: distill's): only the
+    # last head ships, and the coarse levels' terms value early channels for heads that do not
+    final_level_weight: Annotated[float, pydantic.Field(gt=0)] | None = None
     seed: int
 
     @pydantic.model_validator(mode="after")
@@ -108,9 +111,11 @@ class SearchConfig(DistillConfig):
 
     @classmethod
     def build(cls, distill: DistillConfig, search: SearchSection) -> SearchConfig:
+        final_weight = search.final_level_weight or distill.final_level_weight
         return cls.model_validate({
             **distill.to_dict(), "student": supernet_config(distill.student,
                                                             search.widen).to_dict(),
+            "final_level_weight": final_weight,
             "steps": search.steps, "seed": search.seed, "search": search.to_dict(),
             "base_student": distill.student.to_dict()})
 

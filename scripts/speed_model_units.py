@@ -1,0 +1,93 @@
+"""The speed model unit by unit: each unit of some students, predicted and timed now.
+
+For each ``--arch`` (``c<level widths>-h<last head width>``, e.g. ``c128-96-16-h8``, the
+``distill.student`` of ``--params`` with those widths), the units of its graph at
+``--latency-resolution`` (:func:`pipeline.search.geometry.latency_sizes`, as the search budgets
+it) are built as ``measure_latency`` builds its micro-models
+(:func:`pipeline.profiling.speed_data.unit_model`) and exported with the whole graph
+(:func:`pipeline.search.geometry.scaled_graph`) through the pipeline's chain; all are timed in one
+process, interleaved (LiteRT float16, XNNPACK). Prints, per unit and per whole graph, the
+prediction of every ``--speed-model`` against the p50 measured; a whole graph's row also has the
+sum of its units' measured latencies (the additivity the speed model assumes). Asserts nothing.
+
+    python scripts/speed_model_units.py --speed-model models/speed_model.pt \\
+        --arch c128-96-16-h8 --arch c32-32-16-h16
+"""
+
+import tempfile
+from pathlib import Path
+
+import torch
+import typer
+
+from pipeline.config import read_yaml
+from pipeline.models.blazestylegan import BlazeStyleGANConfig
+from pipeline.profiling.chain import export_for_timing, time_interleaved
+from pipeline.profiling.speed_data import UnitSpec, unit_model
+from pipeline.profiling.speed_model import load_speed_model, student_units
+from pipeline.search.geometry import latency_sizes, scaled_graph
+
+DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def parse_arch(arch: str, base: BlazeStyleGANConfig) -> BlazeStyleGANConfig:
+    try:
+        levels, head = arch.removeprefix("c").split("-h")
+        channels = [int(c) for c in levels.split("-")]
+        return BlazeStyleGANConfig.model_validate({
+            **base.to_dict(), "channels": channels,
+            "head_channels": [*base.head_channels[:-1], int(head)]})
+    except ValueError as error:
+        raise typer.BadParameter(f"--arch {arch!r}: c<widths>-h<width> with "
+                                 f"{len(base.channels)} level widths ({error})") from None
+
+
+def spec_of(family: str, size: int, cin: float, cout: float, head: str) -> UnitSpec:
+    if family.startswith("head"):
+        return UnitSpec(kind="head", size=size, in_channels=int(cin), out_channels=int(cout),
+                        head=head)
+    return UnitSpec(kind="block", size=size, in_channels=int(cin), out_channels=int(cout),
+                    upsample=family == "block")
+
+
+def main(speed_model: list[Path] = typer.Option(..., help="speed model snapshot(s)"),
+         arch: list[str] = typer.Option(..., help="c<level widths>-h<last head width>"),
+         params: Path = typer.Option(DEFAULTS, help="params file (distill.student)"),
+         latency_resolution: int = typer.Option(256, help="as search_architecture's"),
+         threads: int = typer.Option(2), rounds: int = typer.Option(7)) -> None:
+    base = BlazeStyleGANConfig.model_validate(read_yaml(params)["distill"]["student"])
+    speeds = [load_speed_model(p) for p in speed_model]
+    inputs = torch.randn(2, base.w_dim, generator=torch.Generator().manual_seed(0))
+    paths, units_of, predicted = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="units-") as tmp, torch.no_grad():
+        for name in arch:
+            config = parse_arch(name, base)
+            units = student_units(config.channels, config.head_channels[-1],
+                                  latency_sizes(config, latency_resolution), config.head)
+            units_of[name] = []
+            for unit in units:
+                spec = spec_of(*unit, config.head)
+                units_of[name].append(spec.key)
+                predicted[spec.key] = [float(s.unit_ms(*unit)) for s in speeds]
+                if spec.key not in paths:
+                    paths[spec.key] = export_for_timing(
+                        unit_model(spec, config.w_dim, 0), inputs, Path(tmp) / spec.key,
+                        "nchw").tflite["float16"]
+            predicted[name] = [float(s.student_ms(units)) for s in speeds]
+            paths[name] = export_for_timing(scaled_graph(config, latency_resolution), inputs,
+                                            Path(tmp) / name, "nhwc").tflite["float16"]
+        timed = time_interleaved(paths, threads, 5, 20, rounds, shuffle_seed=0)
+    header = " | ".join(f"model {i} ms (error)" for i in range(len(speeds)))
+    print(f"| unit or graph | measured ms (CV) | {header} | sum of units measured |")
+    print("| --- " * (3 + len(speeds)) + "|")
+    for name in arch:
+        for key in [*units_of[name], name]:
+            ms = timed[key]["p50_ms"]
+            cells = " | ".join(f"{p:.3f} ({100 * (p / ms - 1):+.1f}%)" for p in predicted[key])
+            total = (f"{sum(timed[k]['p50_ms'] for k in units_of[name]):.3f}"
+                     if key == name else "")
+            print(f"| {key} | {ms:.3f} ({timed[key]['cv']:.2f}) | {cells} | {total} |")
+
+
+if __name__ == "__main__":
+    typer.run(main)
