@@ -173,7 +173,7 @@ def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
     drawn at the smallest and the others at the rest. Then ``log_blocks`` + ``log_heads`` more,
     drawn alike but with each width log-uniform (probability ~ 1 / width): the narrow widths
     a tight budget searches, where a uniform draw leaves the speed model extrapolating (a head
-    16 -> 8 channels predicted 24% fast: README). Each draw has its own random stream, so asking
+    8 wide predicted 28-31% fast: README). Each draw has its own random stream, so asking
     for more of one keeps the others' units and their cached exports."""
     student = config.student()
     widths = _widths(student, config.widen)
