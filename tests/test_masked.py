@@ -50,6 +50,20 @@ def test_binary_masks_keep_a_floor_and_pass_gradients_straight_through():
     assert ChannelMasks.binary(torch.tensor([0.9, 0.6, 0.1])).tolist() == [1.0, 1.0, 0.0]
 
 
+def test_the_head_floor_keeps_its_best_groups_whatever_their_scores():
+    assert ChannelMasks.binary(torch.tensor([0.2, 0.4, 0.3]), 2).tolist() == [0.0, 1.0, 1.0]
+    assert ChannelMasks.binary(torch.tensor([0.3, 0.3, 0.1])).tolist() == [1.0, 0.0, 0.0]
+    config = supernet_config(PRESETS["blaze-tiny-32"], 2.0)  # levels 128, 128, 64; head 64
+    masks = ChannelMasks(config, head_floor=24)
+    with torch.no_grad():
+        for v in masks.vectors():
+            v.zero_()
+    assert [int(w) for w in masks.widths()] == [8, 8, 8, 24]
+    for floor in (12, 72):
+        with pytest.raises(ValueError, match=f"the head's floor {floor}"):
+            ChannelMasks(config, head_floor=floor)
+
+
 @pytest.mark.parametrize("head", ["bilinear", "subpixel"])
 def test_the_extracted_student_computes_the_masked_supernet(head):
     masked = _masked(head=head)

@@ -151,6 +151,30 @@ def test_fit_to_budget_fills_the_target_by_score(speed_model):
         assert k.tolist() == sorted(k.tolist(), reverse=True)
 
 
+def test_fit_to_budget_keeps_the_head_floor(speed_model):
+    from pipeline.models.masked import ChannelMasks
+    from pipeline.profiling.speed_model import load_speed_model
+    speed = load_speed_model(speed_model)
+    probe = LatencyPenalty(speed, search_config())  # the supernet: [64, 32], head 16
+    target = (probe.predict([8, 8, 16]) + probe.supernet_ms) / 2  # the head's floor fits
+    widths = {}
+    for floor in (8, 16):
+        config = search_config(head_floor=floor, target_ms=target, target_ratio=None)
+        penalty = LatencyPenalty(speed, config)
+        masks = ChannelMasks(config.student, config.seed, config.search.head_floor)
+        with torch.no_grad():
+            masks.head.fill_(0.6)  # the lowest scores: the first groups to go
+        fit_to_budget(masks, penalty)
+        widths[floor] = [int(w) for w in masks.widths()]
+        assert penalty.predict(widths[floor]) <= penalty.target_ms
+    assert widths[8][-1] == 8 and widths[16][-1] == 16
+    assert sum(widths[16][:-1]) < sum(widths[8][:-1])  # the levels paid for the head
+    with pytest.raises(ConfigError, match="search_architecture.head_floor 24"):
+        search_config(head_floor=24)
+    with pytest.raises(ConfigError, match="search_architecture.head_floor 12"):
+        search_config(head_floor=12)
+
+
 def test_a_short_search_narrows_the_student_towards_its_budget(tmp_path, teacher, dataset,  # noqa: F811
                                                                speed_model):
     config = search_config(steps=24, target_ratio=1.0, ramp_steps=12)

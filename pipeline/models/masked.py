@@ -5,7 +5,8 @@ the masks leave.
 * **Masks**: one vector of group scores per level (the level's channels: both convolutions'
   outputs, and for the first level the constant's) and one for the last head's hidden channels.
   Forward, a group is kept (1) when its score is above 0.5, and the best-scored group of each
-  vector always (a floor of 8 channels); backward, the gradient passes to the scores unchanged
+  vector always (a floor of 8 channels; of the head, ``head_floor`` channels: its best-scored
+  groups); backward, the gradient passes to the scores unchanged
   (straight-through). Scores start uniform in [0.5, 1] (everything kept, seeded) and are clamped
   to [0, 1] after each step, so a dropped group can come back.
 * **Where a mask acts**: on the *consumer's* style vector (the next convolution's, the heads'),
@@ -49,11 +50,14 @@ def supernet_config(student: BlazeStyleGANConfig, widen: float) -> BlazeStyleGAN
 class ChannelMasks(nn.Module):
     """Group scores per level and for the last head's hidden channels; see the module doc."""
 
-    def __init__(self, config: BlazeStyleGANConfig, seed: int = 0):
+    def __init__(self, config: BlazeStyleGANConfig, seed: int = 0, head_floor: int = GROUP):
         super().__init__()
         for c in (*config.channels, config.head_channels[-1]):
             if c % GROUP:
                 raise ValueError(f"supernet widths must be multiples of {GROUP}, got {c}")
+        if head_floor % GROUP or not GROUP <= head_floor <= config.head_channels[-1]:
+            raise ValueError(f"the head's floor {head_floor}: a multiple of {GROUP} from {GROUP} "
+                             f"to the supernet head's {config.head_channels[-1]} channels")
         # Uniform in [0.5, 1] (as the public anchor): every group is kept at first, and groups
         # under the same pressure do not all cross 0.5 at the same step.
         generator = torch.Generator().manual_seed(seed)
@@ -63,21 +67,24 @@ class ChannelMasks(nn.Module):
 
         self.levels = nn.ParameterList(scores(c) for c in config.channels)
         self.head = scores(config.head_channels[-1])
+        # groups kept whatever their scores, per vector: the best one, the head's best few
+        self.floors = (*(1 for _ in config.channels), head_floor // GROUP)
 
     def vectors(self) -> list[nn.Parameter]:
         """The score vectors: one per level, then the last head's."""
         return [*self.levels, self.head]
 
     @staticmethod
-    def binary(scores: torch.Tensor) -> torch.Tensor:
-        """0 / 1 per group (above 0.5, and the best one always), straight-through."""
-        keep = (scores > 0.5) | (torch.arange(len(scores), device=scores.device)
-                                 == scores.argmax())
+    def binary(scores: torch.Tensor, floor: int = 1) -> torch.Tensor:
+        """0 / 1 per group (above 0.5, and the ``floor`` best always; ties: the first),
+        straight-through."""
+        best = torch.argsort(scores.detach(), descending=True, stable=True)[:floor]
+        keep = (scores > 0.5) | torch.isin(torch.arange(len(scores), device=scores.device), best)
         return keep.to(scores.dtype) + (scores - scores.detach())  # exactly 0 or 1 forward
 
     def groups(self) -> list[torch.Tensor]:
         """The kept groups per vector (levels, then the head), differentiable."""
-        return [self.binary(v) for v in self.vectors()]
+        return [self.binary(v, floor) for v, floor in zip(self.vectors(), self.floors)]
 
     def widths(self) -> list[torch.Tensor]:
         """Kept channels per level and of the head (multiples of 8, differentiable)."""

@@ -84,6 +84,9 @@ class SearchSection(StageConfig):
     # the final level's weight in the search's distillation loss (None: distill's): only the
     # last head ships, and the coarse levels' terms value early channels for heads that do not
     final_level_weight: Annotated[float, pydantic.Field(gt=0)] | None = None
+    # the last head's fewest hidden channels (a multiple of 8): a floor on the shipped head,
+    # which every search at a tight budget cut to 8 (README: 16 measured, no gain)
+    head_floor: Annotated[int, pydantic.Field(ge=GROUP)] = GROUP
     seed: int
 
     @pydantic.model_validator(mode="after")
@@ -112,9 +115,13 @@ class SearchConfig(DistillConfig):
     @classmethod
     def build(cls, distill: DistillConfig, search: SearchSection) -> SearchConfig:
         final_weight = search.final_level_weight or distill.final_level_weight
+        supernet = supernet_config(distill.student, search.widen)
+        head = supernet.head_channels[-1]
+        if search.head_floor % GROUP or search.head_floor > head:
+            raise ConfigError(f"search_architecture.head_floor {search.head_floor}: a multiple "
+                              f"of {GROUP} up to the supernet's last head, {head} channels")
         return cls.model_validate({
-            **distill.to_dict(), "student": supernet_config(distill.student,
-                                                            search.widen).to_dict(),
+            **distill.to_dict(), "student": supernet.to_dict(),
             "final_level_weight": final_weight,
             "steps": search.steps, "seed": search.seed, "search": search.to_dict(),
             "base_student": distill.student.to_dict()})
@@ -213,7 +220,8 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
                 "speed_model_sha256": sha256_file(speed_model_path)}
     torch.manual_seed(config.seed)
     student = distillation.build_student(config, teacher)
-    masked = MaskedStudent(student, ChannelMasks(student.config, config.seed)).to(run.device)
+    masks = ChannelMasks(student.config, config.seed, config.search.head_floor)
+    masked = MaskedStudent(student, masks).to(run.device)
     D = Discriminator(teacher.config.model_copy(update=config.discriminator.to_dict()))
     D = D.to(run.device)
     ema = share_masks(copy.deepcopy(masked).eval().requires_grad_(False), masked)
@@ -271,7 +279,7 @@ def per_ms(masks: ChannelMasks, channel_ms: torch.Tensor) -> None:
 @torch.no_grad()
 def fit_to_budget(masks: ChannelMasks, penalty: LatencyPenalty) -> dict[str, int]:
     """Fit the kept groups to the target, in place: while the predicted latency is above it,
-    drop the lowest-scored kept group (not a mask's floor); then add back the best-scored
+    drop the lowest-scored kept group (not a mask's floors); then add back the best-scored
     dropped groups that keep it within the target, best first.
 
     Returns:
@@ -280,7 +288,7 @@ def fit_to_budget(masks: ChannelMasks, penalty: LatencyPenalty) -> dict[str, int
     vectors = masks.vectors()
 
     def kept() -> list[torch.Tensor]:
-        return [ChannelMasks.binary(v).detach() > 0.5 for v in vectors]
+        return [g.detach() > 0.5 for g in masks.groups()]
 
     def predicted() -> float:
         return penalty.predict([GROUP * int(k.sum()) for k in kept()])
@@ -289,9 +297,10 @@ def fit_to_budget(masks: ChannelMasks, penalty: LatencyPenalty) -> dict[str, int
         vector[k] = vector[k].clamp_min(0.5 + 1e-3)
     dropped = added = 0
     while predicted() > penalty.target_ms:
-        candidates = [(float(v[j]), i, j) for i, (v, k) in enumerate(zip(vectors, kept()))
+        candidates = [(float(v[j]), i, j) for i, (v, k, floor)
+                      in enumerate(zip(vectors, kept(), masks.floors))
                       for j in torch.nonzero(k).flatten().tolist()
-                      if int(k.sum()) > 1]
+                      if int(k.sum()) > floor]
         if not candidates:
             break
         _, i, j = min(candidates)
