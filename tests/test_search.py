@@ -151,6 +151,22 @@ def test_fit_to_budget_fills_the_target_by_score(speed_model):
         assert k.tolist() == sorted(k.tolist(), reverse=True)
 
 
+def test_a_warm_up_trains_the_weights_before_the_masks_move(tmp_path, teacher, dataset,  # noqa: F811
+                                                           speed_model):
+    from pipeline.profiling.speed_model import load_speed_model
+    config = search_config(steps=4, warmup_steps=4, ramp_steps=4, fit_budget=False)
+    penalty = LatencyPenalty(load_speed_model(speed_model), config)
+    assert penalty.frozen(3) and not penalty.frozen(4)
+    assert penalty.scheduled(3) == pytest.approx(penalty.supernet_ms)  # the ramp starts after
+    assert penalty.scheduled(7) == pytest.approx(penalty.target_ms)
+    out, result = run(tmp_path, teacher, dataset, speed_model, config)
+    assert result["searched"] == result["supernet"]  # 4 warm-up steps: no mask moved
+    assert result["training"]["latency/penalty"] == 0.0
+    widened = run(tmp_path, teacher, dataset, speed_model,
+                  search_config(warmup_steps=4, fit_budget=False), "w")
+    assert widened[1]["searched"] != widened[1]["supernet"]  # the masks moved after it
+
+
 def test_fit_to_budget_keeps_the_head_floor(speed_model):
     from pipeline.models.masked import ChannelMasks
     from pipeline.profiling.speed_model import load_speed_model

@@ -7,7 +7,8 @@ with the distillation loss plus a latency penalty from the fitted speed model
 * **Loss**: the distill stage's (Eq. 4; the ``distill`` section's weights, optimisers and run
   keys) plus ``gamma * max(0, (T_pred - T(t)) / (T_super - T))``: T_pred the speed model's
   latency of the network the masks leave, T_super the whole supernet's, T the target and T(t)
-  the scheduled one, falling linearly from T_super to T over the first ``ramp_steps`` steps
+  the scheduled one, falling linearly from T_super to T over ``ramp_steps`` steps after the
+  ``warmup_steps`` in which only the supernet's weights train (masks frozen, no penalty)
   (a number of steps, not a share: a run resumed with more steps follows the same schedule).
   T_pred is a function of the kept widths computed with the straight-through groups, so the
   masks get the latency gradient (the public anchor detaches it: reference note). The masks
@@ -78,6 +79,9 @@ class SearchSection(StageConfig):
     latency_resolution: Annotated[int, pydantic.Field(ge=16)]
     gamma: Annotated[float, pydantic.Field(ge=0)]   # the latency penalty's weight
     ramp_steps: PositiveInt         # steps over which the target falls to its final value
+    # first steps that train the supernet's weights only (masks frozen, no latency term): the
+    # masks are then judged on a supernet that has learnt fine detail (README)
+    warmup_steps: Annotated[int, pydantic.Field(ge=0)] = 0
     mask_lr: Annotated[float, pydantic.Field(gt=0)]  # the masks' SGD learning rate
     mask_step: Literal["plain", "cost"]  # cost: each mask's gradient per millisecond (README)
     fit_budget: bool                 # at the end, drop / add groups to the budget (README)
@@ -160,7 +164,7 @@ class LatencyPenalty:
             raise ConfigError(f"search_architecture: target {self.target_ms:.3f} ms is not below "
                               f"the supernet's predicted {self.supernet_ms:.3f} ms: nothing to "
                               "search (lower the target or raise widen)")
-        self.ramp = search.ramp_steps
+        self.ramp, self.warmup = search.ramp_steps, search.warmup_steps
         self.gamma = search.gamma
 
     def units(self, widths):
@@ -180,8 +184,13 @@ class LatencyPenalty:
             (slope,) = torch.autograd.grad(self.speed.student_ms(self.units(list(leaf))), leaf)
         return slope.clamp_min(max(0.01 * float(slope.max()), 1e-9))
 
+    def frozen(self, step: int) -> bool:
+        """Whether ``step`` is a warm-up step: the masks stay (and the scheduled target is the
+        supernet's latency, so the penalty is 0)."""
+        return step < self.warmup
+
     def scheduled(self, step: int) -> float:
-        done = min(1.0, (step + 1) / self.ramp)
+        done = min(1.0, max(0.0, (step + 1 - self.warmup) / self.ramp))
         return self.supernet_ms + done * (self.target_ms - self.supernet_ms)
 
     def __call__(self, widths: list[torch.Tensor], step: int
@@ -245,6 +254,8 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
         latency, values = penalty(widths, step)
         opt_M.zero_grad(set_to_none=True)
         optimizer_step(g_loss + latency, masked, opt_G, run.dist)  # averages the masks' too
+        if penalty.frozen(step):  # warm-up: the supernet's weights only
+            return {**values, **_widths_logged(masked, config.student)}
         if config.search.mask_step == "cost":
             per_ms(masked.masks, penalty.channel_ms(widths))
         opt_M.step()
