@@ -79,8 +79,8 @@ class SearchSection(StageConfig):
     latency_resolution: Annotated[int, pydantic.Field(ge=16)]
     gamma: Annotated[float, pydantic.Field(ge=0)]   # the latency penalty's weight
     ramp_steps: PositiveInt         # steps over which the target falls to its final value
-    # first steps that train the supernet's weights only (masks frozen, no latency term): the
-    # masks are then judged on a supernet that has learnt fine detail (README)
+    # first steps that train the supernet's weights only (masks frozen, no latency term), so
+    # the masks are judged on a supernet that has learnt more (README: 400 measured, no gain)
     warmup_steps: Annotated[int, pydantic.Field(ge=0)] = 0
     mask_lr: Annotated[float, pydantic.Field(gt=0)]  # the masks' SGD learning rate
     mask_step: Literal["plain", "cost"]  # cost: each mask's gradient per millisecond (README)
