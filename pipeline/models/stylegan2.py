@@ -8,11 +8,13 @@ other, so checkpoints of both convert to this module by renaming weights
 Each modulated convolution computes the same function in one of two forms, chosen by its ``fused``
 flag (see :meth:`Generator.set_fused`):
 
-* fused (the usual one, fast in training): the style scales the *weights*, which are demodulated
-  and applied with a grouped convolution, one weight set per sample;
-* activation modulation (for export): the style scales the *input activations*, a static
-  convolution runs, and the output is multiplied by the demodulation factor. Mobile converters need
-  constant convolution weights, which only this form has.
+* activation modulation (the default): the style scales the *input activations*, a static
+  convolution runs over the whole batch, and the output is multiplied by the demodulation
+  factor. Mobile converters need constant convolution weights, which only this form has; it is
+  also the faster one on CPU (``scripts/benchmark_modconv.py``, README), and the one NVlabs'
+  StyleGAN2-ADA trains with;
+* fused (``set_fused(True)``): the style scales the *weights*, which are demodulated and applied
+  with a grouped convolution, one weight set per sample.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class ModulatedConv2d(nn.Module):
         if up:
             p = (len(BLUR_KERNEL) - 2) - (kernel_size - 1)
             self.blur = Blur(pad=((p + 1) // 2 + 1, p // 2 + 1), upsample_factor=2)
-        self.fused = True
+        self.fused = False  # activation modulation (module docstring)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         n, in_ch, h, wd = x.shape
