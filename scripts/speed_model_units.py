@@ -8,10 +8,13 @@ it) are built as ``measure_latency`` builds its micro-models
 (:func:`pipeline.search.geometry.scaled_graph`) through the pipeline's chain; all are timed in one
 process, interleaved (LiteRT float16, XNNPACK). Prints, per unit and per whole graph, the
 prediction of every ``--speed-model`` against the p50 measured; a whole graph's row also has the
-sum of its units' measured latencies (the additivity the speed model assumes). Asserts nothing.
+sum of its units' measured latencies (the additivity the speed model assumes). With no
+``--speed-model`` it only measures; with ``--no-units`` it builds and times the whole graphs only
+(architectures compared at one timing: the latency search's validation). Asserts nothing.
 
     python scripts/speed_model_units.py --speed-model models/speed_model.pt \\
         --arch c128-96-16-h8 --arch c32-32-16-h16
+    python scripts/speed_model_units.py --no-units --arch c128-120-48-h16 --arch c48-48-24-h24
 """
 
 import tempfile
@@ -50,11 +53,13 @@ def spec_of(family: str, size: int, cin: float, cout: float, head: str) -> UnitS
                     upsample=family == "block")
 
 
-def main(speed_model: list[Path] = typer.Option(..., help="speed model snapshot(s)"),
+def main(speed_model: list[Path] = typer.Option([], help="speed model snapshot(s); none: "
+                                                "measured latencies only"),
          arch: list[str] = typer.Option(..., help="c<level widths>-h<last head width>"),
          params: Path = typer.Option(DEFAULTS, help="params file (distill.student)"),
          latency_resolution: int = typer.Option(256, help="as search_architecture's"),
-         threads: int = typer.Option(2), rounds: int = typer.Option(7)) -> None:
+         threads: int = typer.Option(2), rounds: int = typer.Option(7),
+         units: bool = typer.Option(True, help="time each graph's units too")) -> None:
     base = BlazeStyleGANConfig.model_validate(read_yaml(params)["distill"]["student"])
     speeds = [load_speed_model(p) for p in speed_model]
     inputs = torch.randn(2, base.w_dim, generator=torch.Generator().manual_seed(0))
@@ -62,10 +67,10 @@ def main(speed_model: list[Path] = typer.Option(..., help="speed model snapshot(
     with tempfile.TemporaryDirectory(prefix="units-") as tmp, torch.no_grad():
         for name in arch:
             config = parse_arch(name, base)
-            units = student_units(config.channels, config.head_channels[-1],
-                                  latency_sizes(config, latency_resolution), config.head)
+            graph_units = student_units(config.channels, config.head_channels[-1],
+                                        latency_sizes(config, latency_resolution), config.head)
             units_of[name] = []
-            for unit in units:
+            for unit in graph_units if units else []:
                 spec = spec_of(*unit, config.head)
                 units_of[name].append(spec.key)
                 predicted[spec.key] = [float(s.unit_ms(*unit)) for s in speeds]
@@ -73,21 +78,24 @@ def main(speed_model: list[Path] = typer.Option(..., help="speed model snapshot(
                     paths[spec.key] = export_for_timing(
                         unit_model(spec, config.w_dim, 0), inputs, Path(tmp) / spec.key,
                         "nchw").tflite["float16"]
-            predicted[name] = [float(s.student_ms(units)) for s in speeds]
+            predicted[name] = [float(s.student_ms(graph_units)) for s in speeds]
             paths[name] = export_for_timing(scaled_graph(config, latency_resolution), inputs,
                                             Path(tmp) / name, "nhwc").tflite["float16"]
         timed = time_interleaved(paths, threads, 5, 20, rounds, shuffle_seed=0)
-    header = " | ".join(f"model {i} ms (error)" for i in range(len(speeds)))
-    print(f"| unit or graph | measured ms (CV) | {header} | sum of units measured |")
-    print("| --- " * (3 + len(speeds)) + "|")
+    columns = ["unit or graph", "measured ms (CV)",
+               *(f"model {i} ms (error)" for i in range(len(speeds))),
+               *(["sum of units measured"] if units else [])]
+    print("| " + " | ".join(columns) + " |")
+    print("| --- " * len(columns) + "|")
     for name in arch:
         for key in [*units_of[name], name]:
             ms = timed[key]["p50_ms"]
-            cells = " | ".join(f"{p:.3f} ({100 * (p / ms - 1):+.1f}%)" for p in predicted[key])
-            total = (f"{sum(timed[k]['p50_ms'] for k in units_of[name]):.3f}"
-                     if key == name else "")
-            print(f"| {key} | {ms:.3f} ({timed[key]['cv']:.2f}) | {cells} | {total} |")
-
+            cells = [key, f"{ms:.3f} ({timed[key]['cv']:.2f})",
+                     *(f"{p:.3f} ({100 * (p / ms - 1):+.1f}%)" for p in predicted[key])]
+            if units:
+                cells.append(f"{sum(timed[k]['p50_ms'] for k in units_of[name]):.3f}"
+                             if key == name else "")
+            print("| " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     typer.run(main)
