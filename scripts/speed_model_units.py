@@ -26,7 +26,12 @@ import typer
 from pipeline.config import read_yaml
 from pipeline.models.blazestylegan import BlazeStyleGANConfig
 from pipeline.profiling.chain import export_for_timing, time_interleaved
-from pipeline.profiling.speed_data import UnitSpec, unit_model
+from pipeline.profiling.speed_data import (
+    UnitSpec,
+    machine_differences,
+    machine_record,
+    unit_model,
+)
 from pipeline.profiling.speed_model import load_speed_model, student_units
 from pipeline.search.geometry import latency_sizes, scaled_graph
 
@@ -62,6 +67,13 @@ def main(speed_model: list[Path] = typer.Option([], help="speed model snapshot(s
          units: bool = typer.Option(True, help="time each graph's units too")) -> None:
     base = BlazeStyleGANConfig.model_validate(read_yaml(params)["distill"]["student"])
     speeds = [load_speed_model(p) for p in speed_model]
+    machine = machine_record(threads)
+    print(f"this machine: {machine['cpu']} ({machine['cpu_id']}; {machine['isa']}; "
+          f"{machine['caches']}), {threads} threads, LiteRT {machine['litert']}")
+    for i, (path, speed) in enumerate(zip(speed_model, speeds)):
+        differences = machine_differences(speed.config.machine, machine)
+        print(f"model {i} ({path}): " + ("measured on this kind of machine" if not differences
+                                         else "measured elsewhere: " + "; ".join(differences)))
     inputs = torch.randn(2, base.w_dim, generator=torch.Generator().manual_seed(0))
     paths, units_of, predicted = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="units-") as tmp, torch.no_grad():

@@ -12,7 +12,9 @@ Finally every architecture is exported at the latency geometry by the pipeline's
 process, interleaved: measured against predicted latency, and against the budget. With
 ``--speed-data``, the dataset's first whole students are timed with them: the median ratio of
 their latency now to the dataset's is the host's drift since the dataset was timed, and the
-predictions are compared at the drift too (``predicted_drift_error_pct``).
+predictions are compared at the drift too (``predicted_drift_error_pct``). Where this machine
+differs from the speed model's (CPU, its ISA features or caches, threads, LiteRT: the
+``machine_differences`` of the results), the comparison is of two machines.
 
 Prints one JSON line per student, then the summary table; writes ``--out``/validation.json and
 the quality-vs-latency plot ``--out``/pareto.png. Asserts nothing.
@@ -38,6 +40,7 @@ from pipeline.io import write_json
 from pipeline.models.blazestylegan import BlazeStyleGANConfig
 from pipeline.models.masked import GROUP
 from pipeline.profiling.chain import export_for_timing, time_interleaved
+from pipeline.profiling.speed_data import machine_differences, machine_record
 from pipeline.profiling.speed_model import load_speed_model, student_units
 from pipeline.search.architecture import SearchConfig, SearchSection, search_architecture
 from pipeline.search.geometry import latency_sizes, scaled_graph
@@ -121,6 +124,11 @@ def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
                                                ("fit_budget", fit_budget)) if value is not None}
     search = SearchSection.model_validate({**sections["search_architecture"], **overrides})
     speed = load_speed_model(speed_model)
+    machine = machine_record(threads)
+    differences = machine_differences(speed.config.machine, machine)
+    if differences:  # its latencies, and the budgets from them, are another machine's
+        print(f"{speed_model} was measured on another machine: {'; '.join(differences)}",
+              file=sys.stderr)
     resolution = search.latency_resolution
     rows, architectures = [], {}
     for scale in (float(s) for s in scales.split(",")):
@@ -172,6 +180,7 @@ def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
     print(json.dumps({"host_drift": drift}))
     write_json(out / "validation.json", {
         "rows": rows, "summary": summary, "latency_resolution": resolution, "host_drift": drift,
+        "machine": machine, "machine_differences": differences,
         "references": {name: {"dataset_ms": ms, "measured_ms": measured[name]}
                        for name, (_, ms) in reference.items()}})
     plot(rows, out / "pareto.png")

@@ -189,3 +189,23 @@ def test_measurement_resumes_and_records_the_machine(tmp_path, monkeypatch):
     assert len(calls) == 3 and calls[-1].endswith("-subpixel")
     assert set(json.loads((out / "points.json").read_text())["operators"]) == {
         "block", "block-const", "head-subpixel"}
+
+
+def test_the_machine_record_names_what_decides_latency(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 26\nmodel\t\t: 2\n"
+                       "stepping\t: 1\nflags\t\t: fpu avx avx2 fma avx512f\n\nprocessor\t: 1\n"
+                       "model name\t: other\n")
+    real_path = speed_data.Path
+    monkeypatch.setattr(speed_data, "Path", lambda p: real_path(
+        cpuinfo if p == "/proc/cpuinfo" else p))
+    record = speed_data.machine_record(2)
+    assert record["cpu"] == "AMD EPYC"  # the first processor's, which a VM may reduce to this
+    assert record["cpu_id"] == "cpu family 26, model 2, stepping 1"
+    assert record["isa"] == "avx avx2 fma avx512f" and record["threads"] == 2
+    assert speed_data.machine_differences(record, record) == []
+    older = {key: record[key] for key in ("cpu", "threads", "litert")}  # before cpu_id existed
+    other = {**record, "isa": "avx avx2 fma", "threads": 4}
+    assert speed_data.machine_differences(older, record)[0].startswith("cpu_id: not recorded")
+    assert speed_data.machine_differences(record, other) == [
+        "isa: avx avx2 fma avx512f -> avx avx2 fma", "threads: 2 -> 4"]

@@ -275,18 +275,66 @@ def tool_versions() -> dict[str, str | None]:
         ("torch", "torch"))}
 
 
-def machine_record(threads: int) -> dict[str, Any]:
-    """What the latencies were measured on: CPU model and count, threads, runtime versions."""
-    cpu = platform.processor() or platform.machine()
+# CPU features XNNPACK chooses its kernels by, as /proc/cpuinfo names them (x86, then Arm): on
+# machines that differ in them other kernels run, at other relative speeds.
+ISA_FEATURES = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "asimd", "asimdhp",
+                "asimddp", "fphp", "sve", "sve2", "i8mm", "bf16")
+# What a machine record must match for latencies measured on two machines to compare.
+MACHINE_IDENTITY = ("cpu", "cpu_id", "isa", "caches", "threads", "litert")
+
+
+def _cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo; {} where there is none."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads,
+        return {}
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _caches() -> str | None:
+    """The first CPU's caches from sysfs, e.g. ``"L1d 48K, L1i 32K, L2 1024K, L3 32768K"``."""
+    sizes = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / name).read_text().strip()
+                                 for name in ("level", "type", "size"))
+        except OSError:
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        sizes.append(f"L{level}{suffix} {size}")
+    return ", ".join(sizes) or None
+
+
+def machine_record(threads: int) -> dict[str, Any]:
+    """What the latencies were measured on: the CPU (its name, which a VM may reduce to a family
+    name; its family / model / stepping or Arm part; the ISA features of :data:`ISA_FEATURES` it
+    has; its caches), CPU count, threads, runtime versions."""
+    info = _cpu_info()
+    ids = [f"{key} {info[key]}" for key in ("cpu family", "model", "stepping", "CPU implementer",
+                                            "CPU part", "CPU variant") if key in info]
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
+            "cpu_id": ", ".join(ids) or None,
+            "isa": " ".join(f for f in ISA_FEATURES if f in flags) or None,
+            "caches": _caches(), "cpu_count": os.cpu_count(), "threads": threads,
             "machine": platform.machine(), **tool_versions()}
+
+
+def machine_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Where two machine records differ in :data:`MACHINE_IDENTITY`, one ``"key: recorded ->
+    current"`` each (a key an older record lacks reads "not recorded"); [] when they match."""
+    return [f"{key}: {recorded.get(key, 'not recorded')} -> {current.get(key)}"
+            for key in MACHINE_IDENTITY if recorded.get(key, "not recorded") != current.get(key)]
 
 
 def code_digest() -> str:
