@@ -36,7 +36,7 @@ def main(preset: str = typer.Option("tiny-32", help=f"one of {sorted(PRESETS)}")
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = PRESETS[preset]
-    G, D = Generator(config), Discriminator(config)
+    G, D = Generator(config), Discriminator(config).requires_grad_(False)  # as in G's step
     z = torch.randn(batch, config.z_dim)
 
     def train_step() -> None:

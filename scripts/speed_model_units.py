@@ -28,7 +28,7 @@ from pipeline.models.blazestylegan import BlazeStyleGANConfig
 from pipeline.profiling.chain import export_for_timing, time_interleaved
 from pipeline.profiling.speed_data import (
     UnitSpec,
-    machine_differences,
+    machine_note,
     machine_record,
     unit_model,
 )
@@ -71,9 +71,7 @@ def main(speed_model: list[Path] = typer.Option([], help="speed model snapshot(s
     print(f"this machine: {machine['cpu']} ({machine['cpu_id']}; {machine['isa']}; "
           f"{machine['caches']}), {threads} threads, LiteRT {machine['litert']}")
     for i, (path, speed) in enumerate(zip(speed_model, speeds)):
-        differences = machine_differences(speed.config.machine, machine)
-        print(f"model {i} ({path}): " + ("measured on this kind of machine" if not differences
-                                         else "measured elsewhere: " + "; ".join(differences)))
+        print(machine_note(f"model {i} ({path})", speed.config.machine, machine))
     inputs = torch.randn(2, base.w_dim, generator=torch.Generator().manual_seed(0))
     paths, units_of, predicted = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="units-") as tmp, torch.no_grad():
@@ -108,6 +106,7 @@ def main(speed_model: list[Path] = typer.Option([], help="speed model snapshot(s
                 cells.append(f"{sum(timed[k]['p50_ms'] for k in units_of[name]):.3f}"
                              if key == name else "")
             print("| " + " | ".join(cells) + " |")
+
 
 if __name__ == "__main__":
     typer.run(main)

@@ -40,7 +40,7 @@ from pipeline.io import write_json
 from pipeline.models.blazestylegan import BlazeStyleGANConfig
 from pipeline.models.masked import GROUP
 from pipeline.profiling.chain import export_for_timing, time_interleaved
-from pipeline.profiling.speed_data import machine_differences, machine_record
+from pipeline.profiling.speed_data import machine_differences, machine_note, machine_record
 from pipeline.profiling.speed_model import load_speed_model, student_units
 from pipeline.search.architecture import SearchConfig, SearchSection, search_architecture
 from pipeline.search.geometry import latency_sizes, scaled_graph
@@ -124,11 +124,9 @@ def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
                                                ("fit_budget", fit_budget)) if value is not None}
     search = SearchSection.model_validate({**sections["search_architecture"], **overrides})
     speed = load_speed_model(speed_model)
-    machine = machine_record(threads)
-    differences = machine_differences(speed.config.machine, machine)
-    if differences:  # its latencies, and the budgets from them, are another machine's
-        print(f"{speed_model} was measured on another machine: {'; '.join(differences)}",
-              file=sys.stderr)
+    machine = machine_record(threads)  # elsewhere, the budgets are another machine's latency
+    differences, unrecorded = machine_differences(speed.config.machine, machine)
+    print(machine_note(str(speed_model), speed.config.machine, machine), file=sys.stderr)
     resolution = search.latency_resolution
     rows, architectures = [], {}
     for scale in (float(s) for s in scales.split(",")):
@@ -181,6 +179,7 @@ def main(teacher: Path = typer.Option(..., help="teacher snapshot"),
     write_json(out / "validation.json", {
         "rows": rows, "summary": summary, "latency_resolution": resolution, "host_drift": drift,
         "machine": machine, "machine_differences": differences,
+        "machine_unrecorded": unrecorded,
         "references": {name: {"dataset_ms": ms, "measured_ms": measured[name]}
                        for name, (_, ms) in reference.items()}})
     plot(rows, out / "pareto.png")

@@ -196,16 +196,35 @@ def test_the_machine_record_names_what_decides_latency(tmp_path, monkeypatch):
     cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 26\nmodel\t\t: 2\n"
                        "stepping\t: 1\nflags\t\t: fpu avx avx2 fma avx512f\n\nprocessor\t: 1\n"
                        "model name\t: other\n")
-    real_path = speed_data.Path
-    monkeypatch.setattr(speed_data, "Path", lambda p: real_path(
-        cpuinfo if p == "/proc/cpuinfo" else p))
+    caches = tmp_path / "cache"
+    for i, (level, kind, size) in enumerate([(1, "Data", "48K"), (2, "Unified", "1024K")]):
+        (caches / f"index{i}").mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (caches / f"index{i}" / name).write_text(f"{value}\n")
+    monkeypatch.setattr(speed_data, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(speed_data, "CACHES", caches)
     record = speed_data.machine_record(2)
     assert record["cpu"] == "AMD EPYC"  # the first processor's, which a VM may reduce to this
     assert record["cpu_id"] == "cpu family 26, model 2, stepping 1"
     assert record["isa"] == "avx avx2 fma avx512f" and record["threads"] == 2
-    assert speed_data.machine_differences(record, record) == []
+    assert record["caches"] == "L1d 48K, L2 1024K"
+    assert speed_data.machine_differences(record, record) == ([], [])
     older = {key: record[key] for key in ("cpu", "threads", "litert")}  # before cpu_id existed
+    assert speed_data.machine_differences(older, record) == (
+        [], ["cpu_id", "isa", "caches", "onnx2tf", "tensorflow"])
+    assert "no telling" in speed_data.machine_note("m", older, record)
     other = {**record, "isa": "avx avx2 fma", "threads": 4}
-    assert speed_data.machine_differences(older, record)[0].startswith("cpu_id: not recorded")
-    assert speed_data.machine_differences(record, other) == [
+    assert speed_data.machine_differences(record, other)[0] == [
         "isa: avx avx2 fma avx512f -> avx avx2 fma", "threads: 2 -> 4"]
+    assert "another machine" in speed_data.machine_note("m", record, other)
+
+
+def test_an_arm_record_names_its_part_and_features(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd asimdhp "
+                       "asimddp i8mm bf16\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n")
+    monkeypatch.setattr(speed_data, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(speed_data, "CACHES", tmp_path / "none")
+    record = speed_data.machine_record(1)
+    assert record["cpu_id"] == "CPU implementer 0x41, CPU part 0xd0c"
+    assert record["isa"] == "asimd asimdhp asimddp i8mm bf16" and record["caches"] is None

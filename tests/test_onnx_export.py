@@ -34,9 +34,13 @@ def student(input_kind="z", layout="nhwc"):
     return strip_aux_heads(trained_looking(BlazeStyleGAN(STUDENT)), input_kind, layout)
 
 
+def fused_teacher() -> Generator:
+    """A teacher in the fused form, which export must switch to activation modulation."""
+    return trained_looking(Generator(TEACHER).set_fused(True))
+
+
 @pytest.mark.parametrize("make", [lambda: student("z", "nhwc"), lambda: student("w", "nchw"),
-                                  lambda: ExportedTeacher(
-                                      trained_looking(Generator(TEACHER).eval()), "z", "nhwc")],
+                                  lambda: ExportedTeacher(fused_teacher().eval(), "z", "nhwc")],
                          ids=["student-z-nhwc", "student-w-nchw", "teacher-z-nhwc"])
 def test_export_then_simplify_match_pytorch(tmp_path, make):
     model = make()
@@ -60,7 +64,7 @@ def test_export_then_simplify_match_pytorch(tmp_path, make):
 
 def test_teacher_uses_constant_conv_weights_only(tmp_path):
     # Mobile converters need constant weights: no Conv may take a computed (per-sample) weight.
-    model = ExportedTeacher(trained_looking(Generator(TEACHER)), "z", "nhwc")
+    model = ExportedTeacher(fused_teacher(), "z", "nhwc")
     export_onnx(model, tmp_path / "t.onnx", 18, 1, torch.randn(2, 16), 1e-4)
     simplify_onnx(tmp_path / "t.onnx", tmp_path / "s.onnx", torch.randn(2, 16), 1e-5)
     graph = onnx.load(str(tmp_path / "s.onnx")).graph

@@ -11,6 +11,7 @@ from pipeline.models.stylegan2 import (
     Generator,
     ModulatedConv2d,
     StyleGAN2Config,
+    demodulation,
     minibatch_stddev,
 )
 
@@ -33,11 +34,21 @@ def test_activation_modulation_equals_fused(up, demodulate, kernel_size):
     torch.manual_seed(0)
     conv = randomise(ModulatedConv2d(8, 6, kernel_size, 16, demodulate=demodulate, up=up))
     x, w = torch.randn(3, 8, 8, 8), torch.randn(3, 16)
-    activation = conv(x, w)  # the default form
+    assert not conv.fused  # activation modulation is the default form
+    activation = conv(x, w)
     conv.fused = True
     fused = conv(x, w)
     assert fused.shape == (3, 6, 16 if up else 8, 16 if up else 8)
     assert (fused - activation).abs().max() < 1e-5
+
+
+def test_demodulation_stays_float32_under_autocast():
+    style, weight = torch.randn(3, 8) * 3, torch.randn(6, 8, 3, 3) * 0.3
+    exact = demodulation(style, weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (torch.randn(3, 8) @ torch.randn(8, 6)).dtype == torch.bfloat16  # it autocasts
+        autocast = demodulation(style, weight)
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, exact)
 
 
 @pytest.mark.parametrize("preset", ["tiny-64", None])

@@ -39,7 +39,8 @@ PROVENANCE = {"git_commit": "0" * 40, "code_dirty": False, "params_sha256": "1" 
 
 def teacher(input_kind="z", layout="nhwc"):
     torch.manual_seed(0)
-    return ExportedTeacher(trained_looking(Generator(TEACHER)), input_kind, layout)
+    return ExportedTeacher(trained_looking(Generator(TEACHER).set_fused(True)), input_kind,
+                           layout)
 
 
 def noise_as_hw(model):

@@ -115,6 +115,17 @@ class MappingNetwork(nn.Module):
         return x
 
 
+def demodulation(style: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The activation form's demodulation factor, (N, Cout): rsqrt(sum_ci s[ci]^2 sum_k
+    w[co,ci,k]^2 + 1e-8), a small matmul. In float32 under autocast, where a bfloat16 matmul
+    would round it (the fused form's factor, a sum of elementwise products, stays float32)."""
+    device = style.device.type
+    if torch.is_autocast_enabled(device):
+        with torch.autocast(device, enabled=False):
+            return demodulation(style.float(), weight.float())
+    return torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t() + 1e-8)
+
+
 class ModulatedConv2d(nn.Module):
     """Style-modulated convolution, with optional demodulation and 2x upsampling.
 
@@ -145,8 +156,8 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight * self.scale            # (Cout, Cin, k, k)
         if self.fused:
             return self._forward_fused(x, style, weight)
-        # Activation modulation: s * x, static conv, times the demodulation factor. The factor
-        # sum_{ci,k} (w[co,ci,k] s[ci])^2 = sum_ci s[ci]^2 sum_k w[co,ci,k]^2 is a small matmul.
+        # Activation modulation: s * x, static conv, times the demodulation factor
+        # sum_{ci,k} (w[co,ci,k] s[ci])^2 = sum_ci s[ci]^2 sum_k w[co,ci,k]^2 (demodulation).
         x = x * style[:, :, None, None]
         if self.up:
             x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
@@ -154,9 +165,7 @@ class ModulatedConv2d(nn.Module):
         else:
             x = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
-            demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum(dim=(2, 3)).t()
-                                + 1e-8)  # (N, Cout)
-            x = x * demod[:, :, None, None]
+            x = x * demodulation(style, weight)[:, :, None, None]
         return x
 
     def _forward_fused(self, x, style, weight):

@@ -280,14 +280,18 @@ def tool_versions() -> dict[str, str | None]:
 ISA_FEATURES = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                 "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "asimd", "asimdhp",
                 "asimddp", "fphp", "sve", "sve2", "i8mm", "bf16")
-# What a machine record must match for latencies measured on two machines to compare.
-MACHINE_IDENTITY = ("cpu", "cpu_id", "isa", "caches", "threads", "litert")
+# What a machine record must match for latencies measured on two machines to compare: the CPU,
+# the threads, and the runtime and converters (they make the graph that runs).
+MACHINE_IDENTITY = ("cpu", "cpu_id", "isa", "caches", "threads", "litert", "onnx2tf",
+                    "tensorflow")
+CPUINFO = Path("/proc/cpuinfo")
+CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 
 
 def _cpu_info() -> dict[str, str]:
     """The first processor's fields in /proc/cpuinfo; {} where there is none."""
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        lines = CPUINFO.read_text().splitlines()
     except OSError:
         return {}
     fields: dict[str, str] = {}
@@ -304,7 +308,7 @@ def _cpu_info() -> dict[str, str]:
 def _caches() -> str | None:
     """The first CPU's caches from sysfs, e.g. ``"L1d 48K, L1i 32K, L2 1024K, L3 32768K"``."""
     sizes = []
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+    for index in sorted(CACHES.glob("index*")):
         try:
             level, kind, size = ((index / name).read_text().strip()
                                  for name in ("level", "type", "size"))
@@ -318,7 +322,8 @@ def _caches() -> str | None:
 def machine_record(threads: int) -> dict[str, Any]:
     """What the latencies were measured on: the CPU (its name, which a VM may reduce to a family
     name; its family / model / stepping or Arm part; the ISA features of :data:`ISA_FEATURES` it
-    has; its caches), CPU count, threads, runtime versions."""
+    has; its caches), CPU count, threads, runtime versions. The CPU is the first one's: on a CPU
+    of two core types (big.LITTLE, hybrid) that may be the small kind."""
     info = _cpu_info()
     ids = [f"{key} {info[key]}" for key in ("cpu family", "model", "stepping", "CPU implementer",
                                             "CPU part", "CPU variant") if key in info]
@@ -330,11 +335,26 @@ def machine_record(threads: int) -> dict[str, Any]:
             "machine": platform.machine(), **tool_versions()}
 
 
-def machine_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Where two machine records differ in :data:`MACHINE_IDENTITY`, one ``"key: recorded ->
-    current"`` each (a key an older record lacks reads "not recorded"); [] when they match."""
-    return [f"{key}: {recorded.get(key, 'not recorded')} -> {current.get(key)}"
-            for key in MACHINE_IDENTITY if recorded.get(key, "not recorded") != current.get(key)]
+def machine_differences(recorded: dict[str, Any], current: dict[str, Any]
+                        ) -> tuple[list[str], list[str]]:
+    """How a machine record (a dataset's, a speed model's) compares with ``current`` in
+    :data:`MACHINE_IDENTITY`: the keys whose values differ, one ``"key: recorded -> current"``
+    each, and the keys the record lacks (one made before they were recorded: no telling)."""
+    unrecorded = [key for key in MACHINE_IDENTITY if key not in recorded]
+    differ = [f"{key}: {recorded[key]} -> {current.get(key)}" for key in MACHINE_IDENTITY
+              if key in recorded and recorded[key] != current.get(key)]
+    return differ, unrecorded
+
+
+def machine_note(name: str, recorded: dict[str, Any], current: dict[str, Any]) -> str:
+    """One line on whether ``name`` (a speed model) was measured on this kind of machine."""
+    differ, unrecorded = machine_differences(recorded, current)
+    if differ:
+        return f"{name} was measured on another machine: {'; '.join(differ)}"
+    if unrecorded:
+        return (f"{name}: no telling whether it was measured on this kind of machine (its "
+                f"record lacks {', '.join(unrecorded)})")
+    return f"{name} was measured on this kind of machine"
 
 
 def code_digest() -> str:
