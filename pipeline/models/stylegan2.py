@@ -156,8 +156,7 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight * self.scale            # (Cout, Cin, k, k)
         if self.fused:
             return self._forward_fused(x, style, weight)
-        # Activation modulation: s * x, static conv, times the demodulation factor
-        # sum_{ci,k} (w[co,ci,k] s[ci])^2 = sum_ci s[ci]^2 sum_k w[co,ci,k]^2 (demodulation).
+        # Activation modulation: s * x, static conv, times the demodulation factor.
         x = x * style[:, :, None, None]
         if self.up:
             x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
