@@ -1,6 +1,7 @@
 """The speed model unit by unit: each unit of some students, predicted and timed now.
 
-For each ``--arch`` (``c<level widths>-h<last head width>``, e.g. ``c128-96-16-h8``, the
+For each ``--arch`` (``c<level widths>-h<last head width>``, e.g. ``c128-96-16-h8``, and
+``-d<convolutions per level>`` where a level's block has one, e.g. ``c128-96-16-h8-d212``: the
 ``distill.student`` of ``--params`` with those widths), the units of its graph at
 ``--latency-resolution`` (:func:`pipeline.search.geometry.latency_sizes`, as the search budgets
 it) are built as ``measure_latency`` builds its micro-models
@@ -41,12 +42,14 @@ DEFAULTS = Path(__file__).resolve().parents[1] / "params.yaml"
 def parse_arch(arch: str, base: BlazeStyleGANConfig) -> BlazeStyleGANConfig:
     try:
         levels, head = arch.removeprefix("c").split("-h")
+        head, _, lengths = head.partition("-d")
         channels = [int(c) for c in levels.split("-")]
         return BlazeStyleGANConfig.model_validate({
             **base.to_dict(), "channels": channels,
-            "head_channels": [*base.head_channels[:-1], int(head)]})
+            "head_channels": [*base.head_channels[:-1], int(head)],
+            "convs": [int(n) for n in lengths] if lengths else None})
     except ValueError as error:
-        raise typer.BadParameter(f"--arch {arch!r}: c<widths>-h<width> with "
+        raise typer.BadParameter(f"--arch {arch!r}: c<widths>-h<width>[-d<convs>] with "
                                  f"{len(base.channels)} level widths ({error})") from None
 
 
@@ -55,7 +58,8 @@ def spec_of(family: str, size: int, cin: float, cout: float, head: str) -> UnitS
         return UnitSpec(kind="head", size=size, in_channels=int(cin), out_channels=int(cout),
                         head=head)
     return UnitSpec(kind="block", size=size, in_channels=int(cin), out_channels=int(cout),
-                    upsample=family == "block")
+                    upsample=not family.startswith("block-const"),
+                    convs=1 if family.endswith("-short") else 2)
 
 
 def main(speed_model: list[Path] = typer.Option([], help="speed model snapshot(s); none: "
@@ -78,7 +82,8 @@ def main(speed_model: list[Path] = typer.Option([], help="speed model snapshot(s
         for name in arch:
             config = parse_arch(name, base)
             graph_units = student_units(config.channels, config.head_channels[-1],
-                                        latency_sizes(config, latency_resolution), config.head)
+                                        latency_sizes(config, latency_resolution), config.head,
+                                        config.level_convs)
             units_of[name] = []
             for unit in graph_units if units else []:
                 spec = spec_of(*unit, config.head)

@@ -61,13 +61,16 @@ def uniform(student: BlazeStyleGANConfig, scale: float) -> BlazeStyleGANConfig:
 
 def predicted_ms(speed, config: BlazeStyleGANConfig, resolution: int) -> float:
     units = student_units(config.channels, config.head_channels[-1],
-                          latency_sizes(config, resolution), config.head)
+                          latency_sizes(config, resolution), config.head, config.level_convs)
     with torch.no_grad():
         return float(speed.student_ms(units))
 
 
 def key(config: BlazeStyleGANConfig) -> str:
-    return f"c{'-'.join(map(str, config.channels))}-h{config.head_channels[-1]}"
+    """c<level widths>-h<last head width>, and -d<convolutions per level> where a level has
+    one (as ``speed_model_units.py --arch`` reads it)."""
+    lengths = "" if config.convs is None else f"-d{''.join(map(str, config.convs))}"
+    return f"c{'-'.join(map(str, config.channels))}-h{config.head_channels[-1]}{lengths}"
 
 
 def measure(configs: dict[str, tuple[BlazeStyleGANConfig, int]], threads: int,

@@ -98,6 +98,8 @@ def test_presets_match_table_1_within_10_percent(name, params_m, gflops):
 @pytest.mark.parametrize("bad, words", [
     ({"channels": [16, 16]}, "one value per level"),
     ({"resolution": 48}, "power of two"),
+    ({"convs": [2, 1]}, "convs needs one value per level"),
+    ({"convs": [2, 3, 2]}, "convs"),
 ])
 def test_config_validation(bad, words):
     with pytest.raises(ValueError, match=words):
@@ -163,17 +165,45 @@ def test_the_subpixel_head_does_no_convolution_at_full_resolution():
     assert subpixel["gflops"] < 0.5 * bilinear["gflops"]
 
 
+def test_a_block_of_one_convolution_skips_the_second():
+    from pipeline.models.complexity import count_flops
+
+    short = BlazeStyleGANConfig.model_validate({**TINY.to_dict(), "convs": [2, 1, 2]})
+    assert TINY.level_convs == [2, 2, 2] and short.level_convs == [2, 1, 2]
+    assert short.num_ws == TINY.num_ws  # ws index the same layers whatever the lengths
+    torch.manual_seed(0)
+    full, cut = BlazeStyleGAN(TINY).eval(), BlazeStyleGAN(short).eval()
+    assert [len(b) for b in cut.synthesis.blocks] == [2, 1, 2]
+    state = {k: v for k, v in full.state_dict().items()
+             if not k.startswith("synthesis.blocks.1.1.")}
+    cut.load_state_dict(state)
+    ws = torch.randn(2, TINY.num_ws, TINY.w_dim)
+    with torch.no_grad():
+        # the 16 px level's features are its first convolution's: run it by hand
+        (_, x8), (_, x16) = [(i, x) for i, x, _ in cut.synthesis.features(ws, level=1)]
+        up = F.interpolate(x8, scale_factor=2.0, mode="bilinear", align_corners=False)
+        first = full.synthesis.blocks[1][0](up, ws[:, 2, :, None, None])
+        assert torch.equal(x16, first)
+        # and the style input of the dropped layer no longer matters
+        other = ws.clone()
+        other[:, 3] = torch.randn(2, TINY.w_dim)
+        assert torch.equal(cut.synthesis(ws)[0], cut.synthesis(other)[0])
+    assert count_flops(lambda: cut.synthesis(ws)) < count_flops(lambda: full.synthesis(ws))
+
+
 @pytest.mark.parametrize("input_kind", ["z", "w"])
-@pytest.mark.parametrize("layout, head", [("nchw", "bilinear"), ("nhwc", "bilinear"),
-                                          ("nhwc", "subpixel")])
-def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout, head):
+@pytest.mark.parametrize("layout, head, convs", [
+    ("nchw", "bilinear", None), ("nhwc", "bilinear", None), ("nhwc", "subpixel", None),
+    ("nhwc", "bilinear", [1, 2, 1])])
+def test_stripped_generator_is_bit_equal_and_smaller(input_kind, layout, head, convs):
     from pipeline.models.complexity import count_flops, count_parameters
     from pipeline.models.inference import strip_aux_heads
     from pipeline.models.styles import broadcast_ws
 
     torch.manual_seed(0)
     student = BlazeStyleGAN(BlazeStyleGANConfig.model_validate({**TINY.to_dict(),
-                                                                "head": head})).eval()
+                                                                "head": head,
+                                                                "convs": convs})).eval()
     with torch.no_grad():
         for p in student.parameters():
             p.add_(torch.randn_like(p) * 0.1)

@@ -26,7 +26,7 @@ TEACHER = StyleGAN2Config(resolution=16, z_dim=16, w_dim=16, mapping_layers=2, m
 TINY_DISTILL = {
     "student": {"resolution": 16, "z_dim": 16, "w_dim": 16, "mapping_layers": 2,
                 "mapping_lr_mul": 0.01, "channels": [32, 16], "head_channels": [8, 8],
-                "noise": True, "head": "bilinear"},
+                "noise": True, "head": "bilinear", "convs": None},
     "mapping": "teacher", "discriminator": {"channel_base": 128, "channel_max": 16},
     "perceptual": "multiscale-l1-ssim", "allow_download": False,
     "seed": 0, "batch_size": 8, "steps": 6, "g_lr": 0.005, "d_lr": 0.002,

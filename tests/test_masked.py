@@ -115,3 +115,48 @@ def test_an_ema_copy_shares_the_searched_masks():
         live.masks.levels[0].zero_()
     assert [len(k) for k in ema.masks.kept()] == [len(k) for k in live.masks.kept()]
     assert len(ema.masks.kept()[0]) == 8  # the floor
+
+
+def _gated(levels=(1.0, 0.2, 0.9)):
+    """A supernet with block-length gates: level 16's second convolution gated off."""
+    config = supernet_config(PRESETS["blaze-tiny-32"], 2.0)
+    torch.manual_seed(0)
+    masked = MaskedStudent(randomize_like_trained(BlazeStyleGAN(config), 0),
+                           ChannelMasks(config, seed=0, depth=True))
+    with torch.no_grad():
+        masked.masks.second.copy_(torch.tensor(levels))
+        masked.masks.levels[2][:3] = 0.1  # and some channels dropped
+    return masked
+
+
+def test_a_gated_off_convolution_extracts_to_a_block_of_one():
+    masked = _gated()
+    assert masked.masks.convs() == [2, 1, 2]
+    student = extract(masked)
+    assert student.config.convs == [2, 1, 2] and len(student.synthesis.blocks[1]) == 1
+    assert student.config.channels[2] == masked.config.channels[2] - 24
+    ws = torch.randn(4, masked.num_ws, masked.config.w_dim)
+    with torch.no_grad():
+        before = masked.synthesis(ws)[1]
+        for a, b in zip(before, student.synthesis(ws)[1]):
+            assert a.shape == b.shape and (a - b).abs().max() < 1e-5
+        # the gated-off layer computes nothing the images keep, whatever its weights
+        masked.student.synthesis.blocks[1][1].pointwise.mul_(-3.0)
+        after = masked.synthesis(ws)[1]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    kept = extract(_gated((1.0, 0.9, 0.7)))
+    assert kept.config.convs is None  # every level at two: the plain config
+
+
+def test_the_gates_pass_gradients_straight_through():
+    masked = _gated()
+    ws = torch.randn(2, masked.num_ws, masked.config.w_dim)
+    image = masked.synthesis(ws)[0]
+    image.square().mean().backward()
+    # the gated-off level's gradient says what its second convolution would change
+    assert masked.masks.second.grad is not None and (masked.masks.second.grad != 0).all()
+    masks = ChannelMasks(supernet_config(PRESETS["blaze-tiny-32"], 2.0))
+    assert masks.gates() is None and masks.convs() is None
+    with pytest.raises(ValueError, match="two convolutions each"):
+        ChannelMasks(PRESETS["blaze-tiny-32"].model_copy(update={"convs": [2, 1, 2]}),
+                     depth=True)

@@ -112,6 +112,7 @@ def test_preset_units_follow_the_student():
     (UnitSpec(kind="block", size=8, in_channels=16, out_channels=24), (1, 24, 8, 8)),
     (UnitSpec(kind="block", size=2, in_channels=16, out_channels=8, upsample=False),
      (1, 8, 2, 2)),
+    (UnitSpec(kind="block", size=8, in_channels=16, out_channels=24, convs=1), (1, 24, 8, 8)),
     (UnitSpec(kind="head", size=4, in_channels=8, out_channels=16, head="subpixel"),
      (1, 3, 16, 16)),
 ])
@@ -228,3 +229,36 @@ def test_an_arm_record_names_its_part_and_features(tmp_path, monkeypatch):
     record = speed_data.machine_record(1)
     assert record["cpu_id"] == "CPU implementer 0x41, CPU part 0xd0c"
     assert record["isa"] == "asimd asimdhp asimddp i8mm bf16" and record["caches"] is None
+
+
+def test_short_blocks_are_drawn_apart_and_keep_the_other_units():
+    config = MeasureLatencyConfig.model_validate({**CONFIG, "blocks": 20, "preset_units": False,
+                                                  "const_share": 0.3})
+    specs = sample_units(config)
+    more = sample_units(MeasureLatencyConfig.model_validate({
+        **config.to_dict(), "short_blocks": 10, "log_short_blocks": 5}))
+    assert more[:len(specs)] == specs and len(more) == len(specs) + 15  # cached exports kept
+    short = more[len(specs):]
+    assert all(s.kind == "block" and s.convs == 1 and s.key.endswith("-short") for s in short)
+    assert {s.family for s in short} == {"block-short", "block-const-short"}
+    assert len({s.key for s in more}) == len(more)
+    assert all(s.convs == 2 for s in specs)
+    alone = MeasureLatencyConfig.model_validate({**CONFIG, "blocks": 0, "heads": 0,
+                                                 "preset_units": False, "short_blocks": 2})
+    assert len(sample_units(alone)) == 2  # something to measure
+
+
+def test_whole_students_may_have_short_levels():
+    plain = MeasureLatencyConfig.model_validate({**CONFIG, "students": 6})
+    mixed = MeasureLatencyConfig.model_validate({**plain.to_dict(), "student_short_share": 0.5})
+    before, after = sample_students(plain), sample_students(mixed)
+    assert [s.channels for s in before] == [s.channels for s in after]  # the same widths
+    assert all(s.convs is None for s in before)
+    lengths = [n for s in after for n in s.level_convs]
+    assert 1 in lengths and 2 in lengths
+    assert len({student_key(s) for s in before + after}) == len({
+        (tuple(s.channels), s.head_channels[-1], tuple(s.level_convs)) for s in before + after})
+    shorts = [s for s in after if s.convs is not None]
+    units = preset_units(shorts[0])
+    assert [u.convs for u in units[:-1]] == shorts[0].convs
+    assert "-d" in student_key(shorts[0])

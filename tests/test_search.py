@@ -42,28 +42,39 @@ def _law(family, size, cin, cout, w_dim=16):
             + 2e-7 * unit_elements(family, size, cin, cout))
 
 
-@pytest.fixture(scope="module")
-def speed_model(tmp_path_factory):
-    """A speed model fitted on a known latency law over the tiny student's units."""
+def _fit_speed(path, short: bool):
+    """A speed model fitted on a known latency law over the tiny student's units (and its
+    blocks of one convolution with ``short``)."""
     rng = np.random.default_rng(0)
+    kinds = ("block", "block-const", "head", *(("block-short", "block-const-short")
+                                                if short else ()))
     points = []
-    for i in range(120):
-        kind = ("block", "block-const", "head")[i % 3]
+    for i in range(40 * len(kinds)):
+        kind = kinds[i % len(kinds)]
         size = 4 if kind == "head" else int(rng.choice([2, 4]))
         cin, cout = (int(c) for c in rng.choice(np.arange(8, 129, 8), 2))
         point = {"kind": "head" if kind == "head" else "block", "size": size,
-                 "in_channels": cin, "out_channels": cout, "upsample": kind == "block",
-                 "head": "bilinear", "key": f"p{i}"}
+                 "in_channels": cin, "out_channels": cout,
+                 "upsample": not kind.startswith("block-const"), "head": "bilinear",
+                 "convs": 1 if kind.endswith("-short") else 2, "key": f"p{i}"}
         points.append({**point, "latency_ms": _law(*point_unit(point))})
     data = {"points": points, "students": [], "overhead_ms": 0.02, "student": {"w_dim": 16},
             "machine": {"threads": 1}}
     config = FitSpeedModelConfig.model_validate({
         "hidden": [32], "ensemble": 1, "steps": 800, "lr": 0.01, "weight_decay": 0.0,
         "holdout": 0.1, "seed": 0, "floor_ms": 0.001, "min_ms": 0.0})
-    model = fit_speed_model(config, data)[0]
-    path = tmp_path_factory.mktemp("speed") / "speed_model.pt"
-    save_speed_model(model, path)
+    save_speed_model(fit_speed_model(config, data)[0], path)
     return path
+
+
+@pytest.fixture(scope="module")
+def speed_model(tmp_path_factory):
+    return _fit_speed(tmp_path_factory.mktemp("speed") / "speed_model.pt", short=False)
+
+
+@pytest.fixture(scope="module")
+def depth_speed_model(tmp_path_factory):
+    return _fit_speed(tmp_path_factory.mktemp("speed") / "speed_model.pt", short=True)
 
 
 def search_config(distill_overrides=None, **overrides) -> SearchConfig:
@@ -105,7 +116,7 @@ def test_per_ms_steps_move_every_mask_alike_under_the_latency_term(speed_model):
     penalty(widths, step=config.steps)[0].backward()
     plain = [float(v.grad[0]) for v in masked.masks.vectors()]
     assert max(plain) > 1.5 * min(plain)  # the units' channels cost unlike amounts
-    channel_ms = penalty.channel_ms(widths)
+    channel_ms, _ = penalty.costs(widths)
     # the slope is the penalty's gradient per channel (the straight-through width is 8 x groups)
     scale = config.search.gamma / (penalty.supernet_ms - penalty.target_ms)
     assert [g / (8 * scale) for g in plain] == pytest.approx(channel_ms.tolist(), rel=1e-4)
@@ -274,3 +285,58 @@ def test_the_latency_geometry_graph_is_the_inference_graph_at_scale_1():
     assert latency_sizes(config, 256) == [16, 32, 64]
     with pytest.raises(ValueError, match="doubling"):
         ScaledGraph(config, [16, 16, 64])
+
+
+def test_block_length_gates_get_the_latency_gradient(depth_speed_model):
+    from pipeline.models.blazestylegan import BlazeStyleGAN
+    from pipeline.models.masked import ChannelMasks
+    from pipeline.profiling.speed_model import load_speed_model
+    speed = load_speed_model(depth_speed_model)
+    config = search_config(depth=True)
+    penalty = LatencyPenalty(speed, config)
+    masked = MaskedStudent(BlazeStyleGAN(config.student), ChannelMasks(config.student,
+                                                                       depth=True))
+    widths = masked.masks.widths()
+    assert float(penalty.latency(widths, masked.masks.gates()).detach()) == pytest.approx(
+        penalty.predict([int(w) for w in widths]), rel=1e-6)  # every gate on: the supernet
+    with torch.no_grad():
+        masked.masks.second[1] = 0.2
+    gates = masked.masks.gates()
+    assert gates.tolist() == [1.0, 0.0] and masked.masks.convs() == [2, 1]
+    ms = penalty.latency(widths, gates)
+    assert float(ms.detach()) == pytest.approx(penalty.predict([int(w) for w in widths], [2, 1]),
+                                      rel=1e-6)
+    ms.backward()
+    # d ms / d g = T(block) - T(short block) of each level, at the current widths
+    units = penalty.units([int(w) for w in widths])
+    short = penalty.units([int(w) for w in widths], [1, 1])
+    saved = [float(speed.unit_ms(*u) - speed.unit_ms(*v)) for u, v in zip(units[:-1], short)]
+    assert masked.masks.second.grad.tolist() == pytest.approx(saved, rel=1e-4)
+    assert all(ms > 0 for ms in saved)
+    channel_ms, gate_ms = penalty.costs(widths, gates)
+    assert gate_ms.tolist() == pytest.approx(saved, rel=1e-4)
+    per_ms(masked.masks, channel_ms, gate_ms)
+    reference = float(8 * channel_ms.mean())
+    assert masked.masks.second.grad.tolist() == pytest.approx([reference] * 2, rel=1e-4)
+
+
+def test_a_depth_search_needs_short_blocks_measured(speed_model):
+    from pipeline.profiling.speed_model import load_speed_model
+    with pytest.raises(PipelineError, match="no block-const-short units were measured"):
+        LatencyPenalty(load_speed_model(speed_model), search_config(depth=True))
+
+
+def test_a_depth_search_returns_a_student_of_its_lengths(tmp_path, teacher, dataset,  # noqa: F811
+                                                         depth_speed_model):
+    config = search_config(depth=True, steps=16, target_ratio=0.85, ramp_steps=8)
+    out, result = run(tmp_path, teacher, dataset, depth_speed_model, config)
+    assert result["predicted_ms"] <= 1.05 * result["target_ms"]
+    searched = result["searched"]
+    student = load_student(out / "student.pt")
+    assert student.config.convs == searched.get("convs")
+    assert [len(b) for b in student.synthesis.blocks] == student.config.level_convs
+    assert 1 in student.config.level_convs  # the budget took a convolution
+    assert result["distill_overrides"][-1] == (
+        f"distill.student.convs=[{','.join(map(str, searched['convs']))}]")
+    summary = json.loads((out / "live" / "metrics.json").read_text())
+    assert set(summary["depth"]) == {"level_8", "level_16"}

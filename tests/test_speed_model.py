@@ -37,6 +37,8 @@ W_DIM = 32
 @pytest.mark.parametrize("spec", [
     UnitSpec(kind="block", size=8, in_channels=16, out_channels=24),
     UnitSpec(kind="block", size=4, in_channels=16, out_channels=8, upsample=False),
+    UnitSpec(kind="block", size=8, in_channels=16, out_channels=24, convs=1),
+    UnitSpec(kind="block", size=4, in_channels=16, out_channels=8, upsample=False, convs=1),
     UnitSpec(kind="head", size=4, in_channels=8, out_channels=16, head="subpixel"),
     UnitSpec(kind="head", size=8, in_channels=24, out_channels=40),
 ])
@@ -136,6 +138,11 @@ def test_student_units_follow_the_preset_units():
     ours = student_units(config.channels, config.head_channels[-1],
                          [r // 4 for r in config.levels], config.head)
     assert ours == [point_unit(s.model_dump()) for s in preset_units(config)]
+    short = config.model_copy(update={"convs": [1, 2, 2, 1, 2, 2]})
+    ours = student_units(short.channels, short.head_channels[-1],
+                         [r // 4 for r in short.levels], short.head, short.convs)
+    assert ours == [point_unit(s.model_dump()) for s in preset_units(short)]
+    assert [u[0] for u in ours[:4]] == ["block-const-short", "block", "block", "block-short"]
 
 
 def test_the_snapshot_rebuilds_the_same_model(fitted, tmp_path):

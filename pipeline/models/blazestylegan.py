@@ -10,7 +10,9 @@ Structure, for an output of R x R pixels:
 * each block is two :class:`ModulatedSeparableConv` layers built from mobile-friendly operators
   only: the style scales the *activations*, a static depthwise 3x3 and a static pointwise 1x1
   convolution follow, and the output is multiplied by the demodulation factor. Constant weights
-  everywhere: no per-sample weights, which mobile runtimes cannot run;
+  everywhere: no per-sample weights, which mobile runtimes cannot run. A level's block may keep
+  its first layer only (``convs``: the latency search's block-length choice; the second layer
+  maps the level's width to itself, so dropping it leaves an identity);
 * each level has an :class:`UpToRGB` head that takes the block's features at r / 4 up to an RGB
   image at r: the heads form a coarse-to-fine pyramid (8x8 ... R x R). Training uses all of them;
   inference keeps the last one only. The head's last 2x step is a config choice (``head``):
@@ -63,15 +65,24 @@ class BlazeStyleGANConfig(StageConfig):
     # the heads' last 2x step (see the module docstring); snapshots older than the field are
     # bilinear
     head: Literal["bilinear", "subpixel"] = "bilinear"
+    # modulated convolutions per level's block: 2 (the paper's) or 1 (the second dropped, as the
+    # latency search's block-length variables may); null: 2 everywhere (and older snapshots)
+    convs: list[Literal[1, 2]] | None = None
 
     @pydantic.model_validator(mode="after")
     def _check_levels(self):
         levels = int(math.log2(self.resolution)) - 2
-        for key in ("channels", "head_channels"):
-            if len(getattr(self, key)) != levels:
+        for key in ("channels", "head_channels", "convs"):
+            values = getattr(self, key)
+            if values is not None and len(values) != levels:
                 raise ValueError(f"{key} needs one value per level 8..{self.resolution} "
-                                 f"({levels}), got {len(getattr(self, key))}")
+                                 f"({levels}), got {len(values)}")
         return self
+
+    @property
+    def level_convs(self) -> list[int]:
+        """Modulated convolutions of each level's block (1 or 2)."""
+        return list(self.convs) if self.convs is not None else [2] * len(self.levels)
 
     @property
     def levels(self) -> list[int]:
@@ -81,7 +92,8 @@ class BlazeStyleGANConfig(StageConfig):
     @property
     def num_ws(self) -> int:
         """Style inputs: two per block plus one for the last head (heads share with the next
-        block)."""
+        block); a block of one convolution leaves its second input unused, so that ws (and an
+        encoder's W+) index the same layers whatever the blocks' lengths."""
         return 2 * len(self.levels) + 1
 
     def ws_index(self, resolution: int) -> int:
@@ -178,11 +190,17 @@ class ModulatedSeparableConv(nn.Module):
         return F.leaky_relu(x + self.bias * SQRT2, 0.2)
 
 
-def level_block(in_ch: int, out_ch: int, w_dim: int, resolution: int,
-                noise: bool) -> nn.ModuleList:
-    """One level's block: two modulated separable convolutions at ``resolution``."""
-    return nn.ModuleList([ModulatedSeparableConv(in_ch, out_ch, w_dim, resolution, noise),
-                          ModulatedSeparableConv(out_ch, out_ch, w_dim, resolution, noise)])
+def level_block(in_ch: int, out_ch: int, w_dim: int, resolution: int, noise: bool,
+                convs: int = 2) -> nn.ModuleList:
+    """One level's block: ``convs`` (2, or 1) modulated separable convolutions at
+    ``resolution``, the first from ``in_ch`` channels to ``out_ch``, the second ``out_ch`` to
+    ``out_ch``."""
+    if convs not in (1, 2):
+        raise ValueError(f"a level's block has 1 or 2 convolutions, not {convs}")
+    layers = [ModulatedSeparableConv(in_ch, out_ch, w_dim, resolution, noise)]
+    if convs == 2:
+        layers.append(ModulatedSeparableConv(out_ch, out_ch, w_dim, resolution, noise))
+    return nn.ModuleList(layers)
 
 
 class UpToRGB(nn.Module):
@@ -237,10 +255,13 @@ def _conv_lrelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 class SynthesisMasks(NamedTuple):
     """The latency search's channel masks (0 / 1, each (1, C, 1, 1)): one per level, on the
     level's channels (its two convolutions' outputs alike; the first level's also on the
-    constant), and one on the last head's hidden channels (or None)."""
+    constant), and one on the last head's hidden channels (or None); and its block-length
+    gates (or None): per level, 0 / 1 (a 0-d tensor) for whether its second convolution runs
+    (0: the level's features are its first convolution's, exactly)."""
 
     levels: Sequence[torch.Tensor]
     head: torch.Tensor | None
+    second: Sequence[torch.Tensor] | None = None
 
 
 def run_blocks(const: torch.Tensor, blocks: nn.ModuleList, styles: Sequence[torch.Tensor],
@@ -248,18 +269,23 @@ def run_blocks(const: torch.Tensor, blocks: nn.ModuleList, styles: Sequence[torc
     """The student's block loop, shared by training (:class:`BlazeSynthesis`) and inference
     (``pipeline.models.inference``): yields (level index, features (N, C, r/4, r/4)) per level.
 
-    ``styles[k]`` (N, w_dim, 1, 1) drives style input k; block i uses inputs 2i and 2i + 1. With
-    ``masks``, each convolution drops the masked channels of its input (its consumer's style).
+    ``styles[k]`` (N, w_dim, 1, 1) drives style input k; block i uses inputs 2i and 2i + 1 (a
+    block of one convolution, 2i only). With ``masks``, each convolution drops the masked
+    channels of its input (its consumer's style), and a block-length gate of 0 skips the
+    level's second convolution (``x + g (conv2(x) - x)``: x itself at 0, straight-through).
     """
     x = const.expand(styles[0].shape[0], -1, -1, -1)
-    for i, (conv1, conv2) in enumerate(blocks):
+    for i, convs in enumerate(blocks):
         if i > 0:
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         if masks is None:
-            x = conv2(conv1(x, styles[2 * i]), styles[2 * i + 1])
+            for k, conv in enumerate(convs):
+                x = conv(x, styles[2 * i + k])
         else:
-            x = conv1(x, styles[2 * i], masks.levels[max(i - 1, 0)])
-            x = conv2(x, styles[2 * i + 1], masks.levels[i])
+            x = convs[0](x, styles[2 * i], masks.levels[max(i - 1, 0)])
+            if len(convs) == 2:
+                y = convs[1](x, styles[2 * i + 1], masks.levels[i])
+                x = y if masks.second is None else x + masks.second[i] * (y - x)
         yield i, x
 
 
@@ -273,9 +299,11 @@ class BlazeSynthesis(nn.Module):
         self.const = nn.Parameter(torch.randn(1, c0, 2, 2))
         self.blocks, self.heads = nn.ModuleList(), nn.ModuleList()
         in_ch = c0
-        for level, (out_ch, hidden) in enumerate(zip(config.channels, config.head_channels)):
+        for level, (out_ch, hidden, convs) in enumerate(zip(config.channels, config.head_channels,
+                                                            config.level_convs)):
             res = config.levels[level] // 4
-            self.blocks.append(level_block(in_ch, out_ch, config.w_dim, res, config.noise))
+            self.blocks.append(level_block(in_ch, out_ch, config.w_dim, res, config.noise,
+                                           convs))
             self.heads.append(UpToRGB(out_ch, hidden, config.w_dim, config.head))
             in_ch = out_ch
 

@@ -9,6 +9,10 @@ the masks leave.
   groups); backward, the gradient passes to the scores unchanged
   (straight-through). Scores start uniform in [0.5, 1] (everything kept, seeded) and are clamped
   to [0, 1] after each step, so a dropped group can come back.
+* **Block-length gates** (``depth``): one score per level for its second convolution, kept
+  (1) above 0.5, straight-through alike, no floor: a level may end with one convolution (its
+  features then are its first's, exactly: :func:`pipeline.models.blazestylegan.run_blocks`).
+  The second convolution maps the level's width to itself, so the skip is an identity.
 * **Where a mask acts**: on the *consumer's* style vector (the next convolution's, the heads'),
   so a masked channel leaves the data path and the demodulation alike; on the head's hidden
   channels after each activation (:class:`pipeline.models.blazestylegan.SynthesisMasks`). The
@@ -50,8 +54,12 @@ def supernet_config(student: BlazeStyleGANConfig, widen: float) -> BlazeStyleGAN
 class ChannelMasks(nn.Module):
     """Group scores per level and for the last head's hidden channels; see the module doc."""
 
-    def __init__(self, config: BlazeStyleGANConfig, seed: int = 0, head_floor: int = GROUP):
+    def __init__(self, config: BlazeStyleGANConfig, seed: int = 0, head_floor: int = GROUP,
+                 depth: bool = False):
         super().__init__()
+        if config.convs is not None and min(config.convs) < 2:
+            raise ValueError(f"a supernet's blocks have two convolutions each, got convs "
+                             f"{config.convs}")
         for c in (*config.channels, config.head_channels[-1]):
             if c % GROUP:
                 raise ValueError(f"supernet widths must be multiples of {GROUP}, got {c}")
@@ -69,6 +77,10 @@ class ChannelMasks(nn.Module):
         self.head = scores(config.head_channels[-1])
         # groups kept whatever their scores, per vector: the best one, the head's best few
         self.floors = (*(1 for _ in config.channels), head_floor // GROUP)
+        # one score per level: whether its second convolution stays (None: no length search)
+        self.second = (nn.Parameter(0.5 + 0.5 * torch.rand(len(config.channels),
+                                                           generator=generator))
+                       if depth else None)
 
     def vectors(self) -> list[nn.Parameter]:
         """The score vectors: one per level, then the last head's."""
@@ -90,13 +102,25 @@ class ChannelMasks(nn.Module):
         """Kept channels per level and of the head (multiples of 8, differentiable)."""
         return [GROUP * g.sum() for g in self.groups()]
 
+    def gates(self) -> torch.Tensor | None:
+        """Per level, 1 where its second convolution stays, else 0 (straight-through); None
+        without a length search."""
+        return None if self.second is None else self.binary(self.second, floor=0)
+
+    def convs(self) -> list[int] | None:
+        """Convolutions per level the gates leave (None without a length search)."""
+        gates = self.gates()
+        return None if gates is None else [1 + int(g > 0.5) for g in gates.detach()]
+
     def synthesis_masks(self) -> SynthesisMasks:
         expanded = [g.repeat_interleave(GROUP)[None, :, None, None] for g in self.groups()]
-        return SynthesisMasks(levels=expanded[:-1], head=expanded[-1])
+        gates = self.gates()
+        return SynthesisMasks(levels=expanded[:-1], head=expanded[-1],
+                              second=None if gates is None else list(gates.unbind()))
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        for v in self.vectors():
+        for v in self.parameters():
             v.clamp_(0.0, 1.0)
 
     @torch.no_grad()
@@ -138,9 +162,12 @@ class MaskedStudent(nn.Module):
 
     def searched_config(self) -> BlazeStyleGANConfig:
         *levels, head = (len(k) for k in self.masks.kept())
+        convs = self.masks.convs()
         return BlazeStyleGANConfig.model_validate({
             **self.config.to_dict(), "channels": levels,
-            "head_channels": [*self.config.head_channels[:-1], head]})
+            "head_channels": [*self.config.head_channels[:-1], head],
+            # every level at two convolutions is the plain config (no convs key to override)
+            "convs": convs if convs is not None and min(convs) < 2 else None})
 
 
 @torch.no_grad()
@@ -153,9 +180,10 @@ def extract(masked: MaskedStudent) -> BlazeStyleGAN:
     student.mapping.load_state_dict(masked.student.mapping.state_dict())
     out = student.synthesis
     out.const.copy_(synthesis.const[:, kept[0]])
-    for i, ((conv1, conv2), (new1, new2)) in enumerate(zip(synthesis.blocks, out.blocks)):
-        _copy_conv(conv1, new1, kept[max(i - 1, 0)], kept[i])
-        _copy_conv(conv2, new2, kept[i], kept[i])
+    for i, (convs, new) in enumerate(zip(synthesis.blocks, out.blocks)):
+        _copy_conv(convs[0], new[0], kept[max(i - 1, 0)], kept[i])
+        if len(new) == 2:  # not where the length search dropped the second
+            _copy_conv(convs[1], new[1], kept[i], kept[i])
     last = len(synthesis.heads) - 1
     for i, (head, new) in enumerate(zip(synthesis.heads, out.heads)):
         _copy_head(head, new, kept[i], hidden if i == last else None)

@@ -10,7 +10,7 @@ overhead each of them pays once, measured by the ``overhead`` unit).
 
 * ``overhead``: the cost of one invoke of a model that does (almost) nothing;
 * ``block r``: the level of output resolution r: 2x bilinear upsampling (not at 8 px) and the
-  two modulated separable convolutions, at r / 4;
+  block's modulated separable convolutions (two, or one), at r / 4;
 * ``head``: the last UpToRGB head, the block's features at R / 4 to the image;
 * ``mapping``: the mapping network (z to w), apart: the inference graph takes w.
 """
@@ -61,8 +61,9 @@ class BlockUnit(nn.Module):
             # size, a quarter of the block's, which the unit's time includes).
             x = F.interpolate(x * (w4[:, :1] * 0.0 + 1.0), scale_factor=2.0, mode="bilinear",
                               align_corners=False)
-        conv1, conv2 = self.convs
-        return conv2(conv1(x, w4), w4)
+        for conv in self.convs:
+            x = conv(x, w4)
+        return x
 
 
 class HeadUnit(nn.Module):

@@ -5,7 +5,8 @@ in shuffled passes.
 
 * **Units** (:mod:`pipeline.models.units`): a level's block (2x bilinear upsampling and two
   modulated separable convolutions; the first level's, from the learned 2x2 constant, has no
-  upsampling) of feature size s and widths in -> out, and the last head (feature size R / 4,
+  upsampling; a short block, the first convolution only, as the search's block-length
+  variables leave) of feature size s and widths in -> out, and the last head (feature size R / 4,
   input width, hidden width, head variant). The mapping network and the per-invoke overhead are
   measured once, as constants.
 * **Configurations**: feature sizes from the preset's geometry (``measure_latency.preset``: the
@@ -59,6 +60,7 @@ from pipeline.models.blazestylegan import (
 from pipeline.models.inference import strip_aux_heads
 from pipeline.models.units import BlockUnit, HeadUnit, Overhead, randomize_like_trained
 from pipeline.profiling.chain import export_for_timing, summarize_rounds, time_interleaved
+from pipeline.profiling.speed_model import block_family
 
 log = logging.getLogger(__name__)
 SCAFFOLDING = {"STRIDED_SLICE"}  # a unit's own input plumbing (units.BlockUnit), not the graph's
@@ -75,10 +77,15 @@ class MeasureLatencyConfig(StageConfig):
     heads: Annotated[int, pydantic.Field(ge=0)]    # preset's own) and sampled head ones
     log_blocks: Annotated[int, pydantic.Field(ge=0)] = 0  # more of each, their widths drawn
     log_heads: Annotated[int, pydantic.Field(ge=0)] = 0   #   log-uniformly (the narrow corner)
+    # blocks of one convolution (the search's block-length choice), drawn as the blocks are
+    short_blocks: Annotated[int, pydantic.Field(ge=0)] = 0
+    log_short_blocks: Annotated[int, pydantic.Field(ge=0)] = 0
     const_share: Annotated[float, pydantic.Field(ge=0, le=1)]  # of the blocks: first-level ones
     sizes: list[PositiveInt] | None  # a searched geometry's level sizes; None: the preset's
     preset_units: bool                             # measure the preset's own units too
     students: Annotated[int, pydantic.Field(ge=0)]  # whole random students (additivity check)
+    # the chance that a random student's level has one convolution (0: two everywhere)
+    student_short_share: Annotated[float, pydantic.Field(ge=0, le=1)] = 0.0
     seed: int
     threads: PositiveInt
     warmup: PositiveInt
@@ -96,9 +103,11 @@ class MeasureLatencyConfig(StageConfig):
 
     @pydantic.model_validator(mode="after")
     def _something_to_measure(self):
-        if self.blocks == 0 and self.heads == 0 and not self.preset_units:
-            raise ValueError("blocks and heads are both 0 and preset_units is false: nothing to "
-                             "measure")
+        drawn = (self.blocks, self.heads, self.log_blocks, self.log_heads, self.short_blocks,
+                 self.log_short_blocks)
+        if not any(drawn) and not self.preset_units:
+            raise ValueError("no blocks or heads are drawn and preset_units is false: nothing "
+                             "to measure")
         return self
 
     @pydantic.model_validator(mode="after")
@@ -122,8 +131,9 @@ class MeasureLatencyConfig(StageConfig):
 
 
 class UnitSpec(pydantic.BaseModel):
-    """One micro-model: a block (feature size, widths in -> out, upsampling or not) or a head
-    (input feature size, input width, hidden width ``out_channels``, variant)."""
+    """One micro-model: a block (feature size, widths in -> out, upsampling or not, one or two
+    convolutions) or a head (input feature size, input width, hidden width ``out_channels``,
+    variant)."""
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
@@ -133,29 +143,31 @@ class UnitSpec(pydantic.BaseModel):
     out_channels: PositiveInt
     upsample: bool = True
     head: Literal["bilinear", "subpixel"] = "bilinear"
+    convs: Literal[1, 2] = 2  # a block's convolutions
 
     @property
     def family(self) -> str:
         """Micro-models of one family have the same operators: ``block``, ``block-const`` (the
-        first level's) or ``head-<variant>``."""
+        first level's), either with ``-short`` (one convolution), or ``head-<variant>``."""
         if self.kind == "block":
-            return "block" if self.upsample else "block-const"
+            return block_family(self.upsample, self.convs)
         return f"head-{self.head}"
 
     @property
     def key(self) -> str:
         if self.kind == "block":
             return (f"block-s{self.size}-i{self.in_channels}-o{self.out_channels}"
-                    f"{'' if self.upsample else '-const'}")
+                    f"{'' if self.upsample else '-const'}{'-short' if self.convs == 1 else ''}")
         return f"head-{self.head}-s{self.size}-i{self.in_channels}-h{self.out_channels}"
 
 
 def preset_units(student: BlazeStyleGANConfig) -> list[UnitSpec]:
     """The units of the student's own inference graph."""
     specs, in_ch = [], student.channels[0]
-    for level, (resolution, out_ch) in enumerate(zip(student.levels, student.channels)):
+    for level, (resolution, out_ch, convs) in enumerate(zip(student.levels, student.channels,
+                                                            student.level_convs)):
         specs.append(UnitSpec(kind="block", size=resolution // 4, in_channels=in_ch,
-                              out_channels=out_ch, upsample=level > 0))
+                              out_channels=out_ch, upsample=level > 0, convs=convs))
         in_ch = out_ch
     specs.append(UnitSpec(kind="head", size=student.resolution // 4,
                           in_channels=student.channels[-1],
@@ -173,8 +185,9 @@ def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
     drawn at the smallest and the others at the rest. Then ``log_blocks`` + ``log_heads`` more,
     drawn alike but with each width log-uniform (probability ~ 1 / width): the narrow widths
     a tight budget searches, where a uniform draw leaves the speed model extrapolating (a head
-    8 wide predicted 28-31% fast: README). Each draw has its own random stream, so asking
-    for more of one keeps the others' units and their cached exports."""
+    8 wide predicted 28-31% fast: README). Then ``short_blocks`` + ``log_short_blocks``
+    blocks of one convolution, drawn as the blocks are. Each draw has its own random stream,
+    so asking for more of one keeps the others' units and their cached exports."""
     student = config.student()
     widths = _widths(student, config.widen)
     specs = dict.fromkeys(preset_units(student) if config.preset_units else [])
@@ -182,9 +195,11 @@ def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
     # first-level blocks at any of the preset's sizes, or at the first of a searched geometry's
     geometry = sizes if config.sizes is None else sorted(set(config.sizes))
     first, upsampled = (sizes if config.sizes is None else geometry[:1]), geometry[1:]
-    draws = ((0, "block", config.blocks, False), (1, "head", config.heads, False),
-             (3, "block", config.log_blocks, True), (4, "head", config.log_heads, True))
-    for stream, kind, count, log_uniform in draws:  # stream 2: sample_students'
+    draws = ((0, "block", config.blocks, False, 2), (1, "head", config.heads, False, 2),
+             (3, "block", config.log_blocks, True, 2), (4, "head", config.log_heads, True, 2),
+             (5, "block", config.short_blocks, False, 1),
+             (6, "block", config.log_short_blocks, True, 1))
+    for stream, kind, count, log_uniform, convs in draws:  # stream 2: sample_students'
         rng = np.random.default_rng([config.seed, stream])
         p = {k: _draw_weights(w, log_uniform) for k, w in widths.items()}
         wanted, tries = len(specs) + count, 0
@@ -195,7 +210,7 @@ def sample_units(config: MeasureLatencyConfig) -> list[UnitSpec]:
                 const = bool(rng.random() < config.const_share)
                 size = int(rng.choice(first if const else upsampled))
                 spec = UnitSpec(kind="block", size=size, in_channels=cin, out_channels=cout,
-                                upsample=not const)
+                                upsample=not const, convs=convs)
             else:
                 cin = int(rng.choice(widths["block"], p=p["block"]))
                 spec = UnitSpec(kind="head", size=student.resolution // 4, in_channels=cin,
@@ -226,24 +241,33 @@ def sample_students(config: MeasureLatencyConfig) -> list[BlazeStyleGANConfig]:
     """``students`` whole students at the preset's geometry, each level's width (and the last
     head's) a multiple of 8 up to ``widen`` x the preset's: the students a width search of the
     preset widened by ``widen`` can return. Their measured latency against the sum of their
-    units' predicted ones is the speed model's additivity check (``fit_speed_model``)."""
+    units' predicted ones is the speed model's additivity check (``fit_speed_model``). With
+    ``student_short_share``, each level has one convolution with that chance (drawn from a
+    stream of its own: the widths are those drawn without it)."""
     student = config.student()
     rng = np.random.default_rng([config.seed, 2])
+    lengths = np.random.default_rng([config.seed, 7])
     students = []
     for _ in range(config.students):
         channels = [int(rng.choice(np.arange(8, max(int(c * config.widen), 8) + 1, 8)))
                     for c in student.channels]
         widest_head = max(int(student.head_channels[-1] * config.widen), 8)
         head = int(rng.choice(np.arange(8, widest_head + 1, 8)))
+        convs = None
+        if config.student_short_share > 0:
+            convs = [1 if lengths.random() < config.student_short_share else 2
+                     for _ in channels]
         students.append(BlazeStyleGANConfig.model_validate({
             **student.to_dict(), "channels": channels,
-            "head_channels": [*student.head_channels[:-1], head]}))
+            "head_channels": [*student.head_channels[:-1], head],
+            "convs": convs if convs is not None and min(convs) < 2 else None}))
     return students
 
 
 def student_key(student: BlazeStyleGANConfig) -> str:
+    lengths = "" if student.convs is None else f"-d{''.join(map(str, student.convs))}"
     return (f"student-c{'-'.join(map(str, student.channels))}-h{student.head_channels[-1]}"
-            f"-{student.head}")
+            f"{lengths}-{student.head}")
 
 
 def unit_model(spec: UnitSpec, w_dim: int, seed: int) -> nn.Module:
@@ -253,7 +277,8 @@ def unit_model(spec: UnitSpec, w_dim: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     if spec.kind == "block":
         size_in = spec.size // 2 if spec.upsample else spec.size
-        convs = level_block(spec.in_channels, spec.out_channels, w_dim, spec.size, noise=True)
+        convs = level_block(spec.in_channels, spec.out_channels, w_dim, spec.size, noise=True,
+                            convs=spec.convs)
         features = torch.randn(1, spec.in_channels, size_in, size_in, generator=generator)
         model = BlockUnit(features, convs, upsample=spec.upsample)
     else:
@@ -476,6 +501,7 @@ def measure_latency(config: MeasureLatencyConfig, *, state: Path, out: Path) -> 
         write_json(tmp / "points.json", dataset)
     cvs = [p["cv"] for p in points + wholes]
     return {"points": len(points), "blocks": sum(p["kind"] == "block" for p in points),
+            "short_blocks": sum(p["kind"] == "block" and p["convs"] == 1 for p in points),
             "heads": sum(p["kind"] == "head" for p in points), "students": len(wholes),
             "overhead_ms": overhead, "mapping_ms": dataset["mapping_ms"], "max_cv": max(cvs),
             "median_cv": float(np.median(cvs)),

@@ -2,10 +2,11 @@
 (:mod:`pipeline.profiling.speed_data`) to a differentiable prediction of a student's latency.
 
 * **Units**: a level block of feature size s and widths in -> out (``block``; ``block-const``
-  for the first level's, from a constant, without upsampling) and the last head (input width,
-  hidden width, variant: ``head-bilinear`` / ``head-subpixel``). A student's latency is the
-  per-invoke overhead plus the sum of its units' (the additivity the fit checks on whole
-  students).
+  for the first level's, from a constant, without upsampling; ``-short`` for a block of its
+  first convolution only, as the search's block-length variables leave) and the last head
+  (input width, hidden width, variant: ``head-bilinear`` / ``head-subpixel``). A student's
+  latency is the per-invoke overhead plus the sum of its units' (the additivity the fit checks
+  on whole students).
 * **Features** (:func:`unit_features`), computed with torch ops so that a width given as a
   tensor gets a gradient (the search's channel masks): the family (one-hot), log2 of the
   feature size, the widths, the widths rounded up to 16 (XNNPACK's float32 tile on this x86-64:
@@ -42,7 +43,9 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 from pipeline.snapshot import rebuild_from_snapshot, save_snapshot
 
-FAMILIES = ("block", "block-const", "head-bilinear", "head-subpixel")
+FAMILIES = ("block", "block-const", "block-short", "block-const-short", "head-bilinear",
+            "head-subpixel")
+BLOCKS = ("block", "block-const", "block-short", "block-const-short")
 FEATURES = (*(f"is {f}" for f in FAMILIES), "log2 size", "in / 256", "out / 256",
             "in rounded to 16 / 256", "out rounded to 16 / 256", "log MACs", "log elements")
 SPEED_MODEL_KIND = "speed-model"
@@ -56,10 +59,12 @@ def unit_macs(family: str, size: int, cin: Width, cout: Width, w_dim: int) -> Wi
     style affines on w, the depthwise and pointwise convolutions, the demodulation's matmul on
     the styles; for a head (``cout`` its hidden width, ``size`` its input's) the projection, the
     upsampling stages' convolutions and the RGB (or 12-channel subpixel) output."""
-    if family in ("block", "block-const"):
+    if family in BLOCKS:
         area = size * size
-        return (w_dim * cin + 9 * cin * area + cin * cout * area + cin * cout
-                + w_dim * cout + 9 * cout * area + cout * cout * area + cout * cout)
+        first = w_dim * cin + 9 * cin * area + cin * cout * area + cin * cout
+        if family.endswith("-short"):
+            return first
+        return first + w_dim * cout + 9 * cout * area + cout * cout * area + cout * cout
     stages = {"head-bilinear": (2, 4), "head-subpixel": (2,)}[family]
     macs = w_dim * cin + cin * cout * size * size
     for scale in stages:
@@ -72,9 +77,10 @@ def unit_elements(family: str, size: int, cin: Width, cout: Width) -> Width:
     """Activation elements a unit reads and writes at batch 1: its input and each convolution's
     output (a proxy for its memory traffic)."""
     area = size * size
-    if family in ("block", "block-const"):
-        input_area = area if family == "block-const" else area // 4
-        return cin * input_area + (cin + cout) * area + 2 * cout * area
+    if family in BLOCKS:
+        input_area = area if family.startswith("block-const") else area // 4
+        first = cin * input_area + (cin + cout) * area
+        return first if family.endswith("-short") else first + 2 * cout * area
     stages = {"head-bilinear": (2, 4), "head-subpixel": (2,)}[family]
     elements = cin * area + cout * area
     for scale in stages:
@@ -190,14 +196,22 @@ def _mlp(inputs: int, hidden: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(inputs, 1))
 
 
+def block_family(upsample: bool, convs: int = 2) -> str:
+    """The family of a level's block: ``block`` (upsampling first) or ``block-const`` (the
+    first level's), ``-short`` with one convolution."""
+    return ("block" if upsample else "block-const") + ("-short" if convs == 1 else "")
+
+
 def student_units(channels: Sequence[Width], head_hidden: Width, sizes: Sequence[int],
-                  head: str) -> list[tuple[str, int, Width, Width]]:
+                  head: str, convs: Sequence[int] | None = None
+                  ) -> list[tuple[str, int, Width, Width]]:
     """The units of a student whose levels' blocks run at ``sizes`` (the first from its
-    constant), with ``channels`` per level and a last head of width ``head_hidden`` (variant
-    ``head``) at the last size."""
+    constant), with ``channels`` per level (and ``convs`` convolutions: 2 each by default) and
+    a last head of width ``head_hidden`` (variant ``head``) at the last size."""
     units, cin = [], channels[0]
-    for i, (size, cout) in enumerate(zip(sizes, channels)):
-        units.append(("block" if i else "block-const", size, cin, cout))
+    convs = [2] * len(channels) if convs is None else convs
+    for i, (size, cout, n) in enumerate(zip(sizes, channels, convs)):
+        units.append((block_family(i > 0, n), size, cin, cout))
         cin = cout
     units.append((f"head-{head}", sizes[-1], channels[-1], head_hidden))
     return units
@@ -206,7 +220,7 @@ def student_units(channels: Sequence[Width], head_hidden: Width, sizes: Sequence
 def point_unit(point: dict) -> tuple[str, int, float, float]:
     """A dataset point's (or a unit spec's) unit tuple."""
     if point["kind"] == "block":
-        family = "block" if point.get("upsample", True) else "block-const"
+        family = block_family(point.get("upsample", True), point.get("convs", 2))
     else:
         family = f"head-{point.get('head', 'bilinear')}"
     return family, point["size"], point["in_channels"], point["out_channels"]

@@ -13,6 +13,12 @@ with the distillation loss plus a latency penalty from the fitted speed model
   T_pred is a function of the kept widths computed with the straight-through groups, so the
   masks get the latency gradient (the public anchor detaches it: reference note). The masks
   learn by plain SGD, so that how many milliseconds a channel costs decides how fast it goes.
+* **Block length** (``depth``): optionally, one straight-through gate per level for its second
+  convolution (the widths of which match: skipping it leaves an identity); a gated level
+  costs ``g T(block) + (1 - g) T(short block)``, so the gates get the latency gradient too
+  (the public anchor's length variables do). ``mask_step: cost`` divides a gate's gradient by
+  what it costs (T(block) - T(short block)) as it does a group's; ``fit_budget`` moves groups
+  only, the blocks' lengths stay as searched.
 * **Latency geometry**: the units are predicted at ``latency_resolution`` (the student's levels
   with every feature size scaled by latency_resolution / resolution): at the 32 px default a
   student runs in under 0.1 ms, mostly overhead, so its widths are budgeted as the same network
@@ -91,6 +97,9 @@ class SearchSection(StageConfig):
     # the last head's fewest hidden channels (a multiple of 8): a floor on the shipped head,
     # which every search at a tight budget cut to 8 (README: 16 measured, no gain)
     head_floor: Annotated[int, pydantic.Field(ge=GROUP)] = GROUP
+    # block-length variables too: a level may drop its second convolution (the speed model
+    # then needs short blocks measured: measure_latency.short_blocks)
+    depth: bool = False
     seed: int
 
     @pydantic.model_validator(mode="after")
@@ -149,7 +158,11 @@ class LatencyPenalty:
             raise ConfigError(f"the speed model was measured with w_dim {speed.w_dim}, the "
                               f"student has {student.w_dim}: set measure_latency.w_dim to "
                               f"{student.w_dim}")
-        speed.check_domain(self.units([*student.channels, student.head_channels[-1]]))
+        widest = [*student.channels, student.head_channels[-1]]
+        self.depth = search.depth
+        speed.check_domain(self.units(widest))
+        if self.depth:
+            speed.check_domain(self.units(widest, [1] * len(student.channels)))
         heldout = (speed.config.accuracy or {}).get("heldout") or {}
         if not heldout.get("count") or heldout["count"] < 10 or heldout["mape_pct"] > 10:
             log.warning("the speed model's held-out accuracy is poor or unknown (%s): the "
@@ -157,7 +170,7 @@ class LatencyPenalty:
                         "search')", heldout or "no held-out units")
         self.supernet_ms = self.predict([*student.channels, student.head_channels[-1]])
         base = config.base_student
-        self.base_ms = self.predict([*base.channels, base.head_channels[-1]])
+        self.base_ms = self.predict([*base.channels, base.head_channels[-1]], base.level_convs)
         self.target_ms = (search.target_ms if search.target_ms is not None
                           else search.target_ratio * self.base_ms)
         if self.target_ms >= self.supernet_ms:
@@ -167,22 +180,42 @@ class LatencyPenalty:
         self.ramp, self.warmup = search.ramp_steps, search.warmup_steps
         self.gamma = search.gamma
 
-    def units(self, widths):
+    def units(self, widths, convs=None):
         *channels, head = widths
-        return student_units(channels, head, self.sizes, self.head)
+        return student_units(channels, head, self.sizes, self.head, convs)
 
-    def predict(self, widths) -> float:
+    def predict(self, widths, convs=None) -> float:
+        """The predicted latency (ms) of the student of ``widths`` (levels, then the head) and
+        ``convs`` per level (default: 2 each)."""
         with torch.no_grad():
-            return float(self.speed.student_ms(self.units(widths)))
+            return float(self.speed.student_ms(self.units(widths, convs)))
 
-    def channel_ms(self, widths: list[torch.Tensor]) -> torch.Tensor:
-        """The speed model's milliseconds per channel of each mask (levels, then the head) at
-        ``widths``: the slope of the predicted latency, floored at 1% of the steepest."""
+    def latency(self, widths, gates: torch.Tensor | None = None) -> torch.Tensor:
+        """The predicted latency, differentiable in the widths and the block-length ``gates``
+        (1: the level's second convolution runs): a gated level costs g T(block) + (1 - g)
+        T(short block), exactly one of them at g 0 or 1."""
+        units = self.units(widths)
+        if gates is None:
+            return self.speed.student_ms(units)
+        short = self.units(widths, [1] * len(gates))
+        ms = self.speed.overhead_ms + self.speed.unit_ms(*units[-1])  # the head
+        for g, full, one in zip(gates, units, short):
+            ms = ms + g * self.speed.unit_ms(*full) + (1 - g) * self.speed.unit_ms(*one)
+        return ms
+
+    def costs(self, widths: list[torch.Tensor], gates: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The speed model's milliseconds per channel of each mask (levels, then the head) and
+        per block-length gate (what a level's second convolution costs) at ``widths`` and
+        ``gates``: the slopes of the predicted latency, each floored at 1% of its steepest."""
         leaf = torch.stack([torch.as_tensor(w, dtype=torch.float32).detach()
                             for w in widths]).requires_grad_()
+        gate_leaf = None if gates is None else gates.detach().clone().requires_grad_()
         with torch.enable_grad():
-            (slope,) = torch.autograd.grad(self.speed.student_ms(self.units(list(leaf))), leaf)
-        return slope.clamp_min(max(0.01 * float(slope.max()), 1e-9))
+            slopes = torch.autograd.grad(self.latency(list(leaf), gate_leaf),
+                                         [leaf] if gate_leaf is None else [leaf, gate_leaf])
+        floored = [s.clamp_min(max(0.01 * float(s.max()), 1e-9)) for s in slopes]
+        return floored[0], (floored[1] if gate_leaf is not None else None)
 
     def frozen(self, step: int) -> bool:
         """Whether ``step`` is a warm-up step: the masks stay (and the scheduled target is the
@@ -193,9 +226,9 @@ class LatencyPenalty:
         done = min(1.0, max(0.0, (step + 1 - self.warmup) / self.ramp))
         return self.supernet_ms + done * (self.target_ms - self.supernet_ms)
 
-    def __call__(self, widths: list[torch.Tensor], step: int
-                 ) -> tuple[torch.Tensor, dict[str, Any]]:
-        predicted = self.speed.student_ms(self.units(widths))
+    def __call__(self, widths: list[torch.Tensor], step: int,
+                 gates: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        predicted = self.latency(widths, gates)
         target = self.scheduled(step)
         penalty = self.gamma * torch.clamp_min(
             (predicted - target) / (self.supernet_ms - self.target_ms), 0.0)
@@ -229,7 +262,8 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
                 "speed_model_sha256": sha256_file(speed_model_path)}
     torch.manual_seed(config.seed)
     student = distillation.build_student(config, teacher)
-    masks = ChannelMasks(student.config, config.seed, config.search.head_floor)
+    masks = ChannelMasks(student.config, config.seed, config.search.head_floor,
+                         config.search.depth)
     masked = MaskedStudent(student, masks).to(run.device)
     D = Discriminator(teacher.config.model_copy(update=config.discriminator.to_dict()))
     D = D.to(run.device)
@@ -250,14 +284,14 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
     evaluation: dict[str, float] = {}
 
     def update(g_loss: torch.Tensor, step: int) -> dict:
-        widths = masked.masks.widths()
-        latency, values = penalty(widths, step)
+        widths, gates = masked.masks.widths(), masked.masks.gates()
+        latency, values = penalty(widths, step, gates)
         opt_M.zero_grad(set_to_none=True)
         optimizer_step(g_loss + latency, masked, opt_G, run.dist)  # averages the masks' too
         if penalty.frozen(step):  # warm-up: the supernet's weights only
             return {**values, **_widths_logged(masked, config.student)}
         if config.search.mask_step == "cost":
-            per_ms(masked.masks, penalty.channel_ms(widths))
+            per_ms(masked.masks, *penalty.costs(widths, gates))
         opt_M.step()
         masked.masks.clamp_()
         return {**values, **_widths_logged(masked, config.student)}
@@ -276,15 +310,20 @@ def search_architecture(config: SearchConfig, *, teacher_path: str | Path,
     return _finish(run, config, ema, penalty, probe, evaluation, state, teacher_path, identity)
 
 
-def per_ms(masks: ChannelMasks, channel_ms: torch.Tensor) -> None:
-    """Divide each mask's score gradient by its channels' cost (in units of the masks' mean
-    cost), in place: the latency term then moves every score alike, and which groups go is
-    decided by the distillation gradient per millisecond (a greedy knapsack's criterion), not
-    by which unit is the most expensive."""
-    scale = channel_ms.mean() / channel_ms
-    for vector, factor in zip(masks.vectors(), scale):
+def per_ms(masks: ChannelMasks, channel_ms: torch.Tensor,
+           gate_ms: torch.Tensor | None = None) -> None:
+    """Divide each score's gradient by what its score costs (a group: its 8 channels' ms; a
+    block-length gate: its level's second convolution's), in units of the groups' mean cost,
+    in place: the latency term then moves every score alike, and which groups (and
+    convolutions) go is decided by the distillation gradient per millisecond (a greedy
+    knapsack's criterion), not by which unit is the most expensive."""
+    group_ms = GROUP * channel_ms
+    reference = group_ms.mean()
+    for vector, cost in zip(masks.vectors(), group_ms):
         if vector.grad is not None:
-            vector.grad.mul_(factor.to(vector.grad))
+            vector.grad.mul_((reference / cost).to(vector.grad))
+    if gate_ms is not None and masks.second is not None and masks.second.grad is not None:
+        masks.second.grad.mul_((reference / gate_ms).to(masks.second.grad))
 
 
 @torch.no_grad()
@@ -301,8 +340,10 @@ def fit_to_budget(masks: ChannelMasks, penalty: LatencyPenalty) -> dict[str, int
     def kept() -> list[torch.Tensor]:
         return [g.detach() > 0.5 for g in masks.groups()]
 
+    convs = masks.convs()  # the blocks' lengths stay as searched
+
     def predicted() -> float:
-        return penalty.predict([GROUP * int(k.sum()) for k in kept()])
+        return penalty.predict([GROUP * int(k.sum()) for k in kept()], convs)
 
     for vector, k in zip(vectors, kept()):  # a floor kept below 0.5 stays kept beside others
         vector[k] = vector[k].clamp_min(0.5 + 1e-3)
@@ -350,6 +391,8 @@ def _widths_logged(masked: MaskedStudent, supernet: BlazeStyleGANConfig) -> dict
     *levels, head = (w.detach() for w in masked.masks.widths())
     values = {f"width/level_{r}": w for r, w in zip(supernet.levels, levels)}
     values["width/head"] = head
+    for r, convs in zip(supernet.levels, masked.masks.convs() or ()):
+        values[f"depth/level_{r}"] = convs
     return values
 
 
@@ -361,15 +404,16 @@ def _finish(run: TrainingRun, config: SearchConfig, ema: MaskedStudent, penalty:
     if config.search.fit_budget:  # on a copy: the state keeps the masks the search left
         ema = copy.deepcopy(ema)
         fitted = {"searched_widths": searched_widths,
-                  "searched_ms": penalty.predict(searched_widths),
+                  "searched_ms": penalty.predict(searched_widths, ema.masks.convs()),
                   **fit_to_budget(ema.masks, penalty)}
     searched = ema.searched_config()
     student = extract(ema)
     _check_extraction(ema, student, probe.eval_ws)
     widths = [*searched.channels, searched.head_channels[-1]]
-    result = {"searched": {"channels": searched.channels,
-                           "head_channels": searched.head_channels},
-              "predicted_ms": penalty.predict(widths), "target_ms": penalty.target_ms,
+    keys = ("channels", "head_channels", *(("convs",) if searched.convs is not None else ()))
+    result = {"searched": {key: getattr(searched, key) for key in keys},
+              "predicted_ms": penalty.predict(widths, searched.level_convs),
+              "target_ms": penalty.target_ms,
               "fit_budget": fitted,
               "supernet_ms": penalty.supernet_ms, "base_ms": penalty.base_ms,
               "latency_resolution": config.search.latency_resolution,
@@ -379,7 +423,7 @@ def _finish(run: TrainingRun, config: SearchConfig, ema: MaskedStudent, penalty:
               "resumed": state is not None,
               # what distils the searched widths through the whole chain: `dvc exp run -S ...`
               "distill_overrides": [f"distill.student.{key}={_compact(getattr(searched, key))}"
-                                    for key in ("channels", "head_channels")]}
+                                    for key in keys]}
     run.finish(student, STUDENT_KIND, searched.to_dict(), samples=lambda: probe.grid(ema),
                meta={"steps": config.steps, "search": result,
                      "teacher_sha256": sha256_file(teacher_path), **identity})

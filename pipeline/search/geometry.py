@@ -7,10 +7,9 @@ in, NHWC image out), tested equal to it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.blazestylegan import BlazeStyleGANConfig, UpToRGB, level_block
+from pipeline.models.blazestylegan import BlazeStyleGANConfig, UpToRGB, level_block, run_blocks
 from pipeline.models.units import randomize_like_trained
 
 
@@ -24,18 +23,16 @@ class ScaledGraph(nn.Module):
             raise ValueError(f"sizes {sizes}: one per level of the student, doubling")
         self.const = nn.Parameter(torch.randn(1, config.channels[0], sizes[0], sizes[0]))
         widths = [config.channels[0], *config.channels]
-        self.blocks = nn.ModuleList(level_block(cin, cout, config.w_dim, size, config.noise)
-                                    for cin, cout, size in zip(widths, widths[1:], sizes))
+        self.blocks = nn.ModuleList(
+            level_block(cin, cout, config.w_dim, size, config.noise, convs)
+            for cin, cout, size, convs in zip(widths, widths[1:], sizes, config.level_convs))
+        self.num_ws = config.num_ws
         self.head = UpToRGB(config.channels[-1], config.head_channels[-1], config.w_dim,
                             config.head)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         w4 = w[:, :, None, None]
-        x = self.const.expand(w.shape[0], -1, -1, -1)
-        for i, (conv1, conv2) in enumerate(self.blocks):
-            if i > 0:
-                x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = conv2(conv1(x, w4), w4)
+        *_, (_, x) = run_blocks(self.const, self.blocks, [w4] * self.num_ws)
         return self.head(x, w4).permute(0, 2, 3, 1)
 
 
