@@ -47,7 +47,7 @@ def parse_arch(arch: str, base: BlazeStyleGANConfig) -> BlazeStyleGANConfig:
         return BlazeStyleGANConfig.model_validate({
             **base.to_dict(), "channels": channels,
             "head_channels": [*base.head_channels[:-1], int(head)],
-            "convs": [int(n) for n in lengths] if lengths else None})
+            "convs": [int(n) for n in lengths] if lengths else base.convs})
     except ValueError as error:
         raise typer.BadParameter(f"--arch {arch!r}: c<widths>-h<width>[-d<convs>] with "
                                  f"{len(base.channels)} level widths ({error})") from None
@@ -64,7 +64,8 @@ def spec_of(family: str, size: int, cin: float, cout: float, head: str) -> UnitS
 
 def main(speed_model: list[Path] = typer.Option([], help="speed model snapshot(s); none: "
                                                 "measured latencies only"),
-         arch: list[str] = typer.Option(..., help="c<level widths>-h<last head width>"),
+         arch: list[str] = typer.Option(..., help="c<level widths>-h<last head width>"
+                                        "[-d<convolutions per level>]"),
          params: Path = typer.Option(DEFAULTS, help="params file (distill.student)"),
          latency_resolution: int = typer.Option(256, help="as search_architecture's"),
          threads: int = typer.Option(2), rounds: int = typer.Option(7),

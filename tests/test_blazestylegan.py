@@ -99,7 +99,7 @@ def test_presets_match_table_1_within_10_percent(name, params_m, gflops):
     ({"channels": [16, 16]}, "one value per level"),
     ({"resolution": 48}, "power of two"),
     ({"convs": [2, 1]}, "convs needs one value per level"),
-    ({"convs": [2, 3, 2]}, "convs"),
+    ({"convs": [2, 3, 2]}, "Input should be 1 or 2"),
 ])
 def test_config_validation(bad, words):
     with pytest.raises(ValueError, match=words):
@@ -170,6 +170,8 @@ def test_a_block_of_one_convolution_skips_the_second():
 
     short = BlazeStyleGANConfig.model_validate({**TINY.to_dict(), "convs": [2, 1, 2]})
     assert TINY.level_convs == [2, 2, 2] and short.level_convs == [2, 1, 2]
+    two = BlazeStyleGANConfig.model_validate({**TINY.to_dict(), "convs": [2, 2, 2]})
+    assert two.convs is None and two == TINY  # one name per network
     assert short.num_ws == TINY.num_ws  # ws index the same layers whatever the lengths
     torch.manual_seed(0)
     full, cut = BlazeStyleGAN(TINY).eval(), BlazeStyleGAN(short).eval()

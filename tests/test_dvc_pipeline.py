@@ -173,7 +173,10 @@ def test_repro_then_exp_run_in_a_fresh_clone(tmp_path):
     assert fitted["units"] == 5 and fitted["train_units"] == 4
     searched = json.loads((origin / "metrics/search_architecture.json").read_text())
     assert searched["supernet"]["channels"] == [48, 24] and searched["steps"] == 2
-    assert searched["predicted_ms"] <= searched["supernet_ms"]
+    # a target no student reaches: fit_budget leaves every mask at its floor (the tiny speed
+    # model, fitted on 4 units, need not rank the floor below the supernet)
+    assert searched["searched"]["channels"] == [8, 8]
+    assert searched["searched"]["head_channels"][-1] == 8 and searched["predicted_ms"] > 0
     assert (origin / "models/searched_student.pt").is_file()
     model_card = (origin / "release/blazestylegan/MODEL_CARD.md").read_text()
     assert commit in model_card and "## Intended use and limits" in model_card

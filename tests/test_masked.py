@@ -157,6 +157,6 @@ def test_the_gates_pass_gradients_straight_through():
     assert masked.masks.second.grad is not None and (masked.masks.second.grad != 0).all()
     masks = ChannelMasks(supernet_config(PRESETS["blaze-tiny-32"], 2.0))
     assert masks.gates() is None and masks.convs() is None
-    with pytest.raises(ValueError, match="two convolutions each"):
+    with pytest.raises(ValueError, match="two convolutions per level"):
         ChannelMasks(PRESETS["blaze-tiny-32"].model_copy(update={"convs": [2, 1, 2]}),
                      depth=True)

@@ -268,12 +268,13 @@ def test_the_search_may_weigh_the_shipped_level_on_its_own():
         SearchSection.model_validate({**SEARCH, "final_level_weight": 0.0})
 
 
-def test_the_latency_geometry_graph_is_the_inference_graph_at_scale_1():
+@pytest.mark.parametrize("convs", [None, [2, 1, 1]])
+def test_the_latency_geometry_graph_is_the_inference_graph_at_scale_1(convs):
     from pipeline.models.blazestylegan import PRESETS, BlazeStyleGAN
     from pipeline.models.inference import strip_aux_heads
     from pipeline.models.units import randomize_like_trained
     from pipeline.search.geometry import ScaledGraph, latency_sizes, scaled_graph
-    config = PRESETS["blaze-tiny-32"]
+    config = PRESETS["blaze-tiny-32"].model_copy(update={"convs": convs})
     torch.manual_seed(0)
     inference = strip_aux_heads(randomize_like_trained(BlazeStyleGAN(config), 0), "w", "nhwc")
     graph = ScaledGraph(config, latency_sizes(config, 32))
@@ -322,8 +323,39 @@ def test_block_length_gates_get_the_latency_gradient(depth_speed_model):
 
 def test_a_depth_search_needs_short_blocks_measured(speed_model):
     from pipeline.profiling.speed_model import load_speed_model
-    with pytest.raises(PipelineError, match="no block-const-short units were measured"):
+    with pytest.raises(ConfigError, match="search_architecture.depth: the speed model has no "
+                                          "block-short or block-const-short units"):
         LatencyPenalty(load_speed_model(speed_model), search_config(depth=True))
+
+
+def test_fit_to_budget_keeps_the_searched_lengths(depth_speed_model):
+    from pipeline.models.masked import ChannelMasks
+    from pipeline.profiling.speed_model import load_speed_model
+    config = search_config(depth=True, target_ratio=0.9)
+    penalty = LatencyPenalty(load_speed_model(depth_speed_model), config)
+    masks = ChannelMasks(config.student, depth=True)
+    with torch.no_grad():
+        masks.second[0] = 0.1
+    fit_to_budget(masks, penalty)
+    widths = [int(w) for w in masks.widths()]
+    assert masks.convs() == [1, 2]  # as searched
+    assert penalty.predict(widths, [1, 2]) <= penalty.target_ms
+    # fitted with the lengths: with two convolutions on level 8 those widths would not fit
+    assert penalty.predict(widths, [2, 2]) > penalty.predict(widths, [1, 2])
+
+
+def test_a_depth_search_names_the_lengths_even_where_it_keeps_them(  # noqa: F811
+        tmp_path, teacher, dataset, depth_speed_model):  # noqa: F811
+    short = {"student": {**TINY_DISTILL["student"], "convs": [2, 1]}}
+    # every step a warm-up: no gate moves, so the search keeps two convolutions everywhere,
+    # which distill.student ([2, 1]) does not have
+    config = search_config(short, depth=True, steps=2, warmup_steps=2, fit_budget=False)
+    result = run(tmp_path, teacher, dataset, depth_speed_model, config)[1]
+    assert result["searched"]["convs"] is None
+    assert result["distill_overrides"][-1] == "distill.student.convs=null"
+    plain = search_config(steps=2, warmup_steps=2, fit_budget=False)
+    assert "convs" not in run(tmp_path, teacher, dataset, depth_speed_model, plain,
+                              "plain")[1]["searched"]
 
 
 def test_a_depth_search_returns_a_student_of_its_lengths(tmp_path, teacher, dataset,  # noqa: F811
@@ -340,3 +372,27 @@ def test_a_depth_search_returns_a_student_of_its_lengths(tmp_path, teacher, data
         f"distill.student.convs=[{','.join(map(str, searched['convs']))}]")
     summary = json.loads((out / "live" / "metrics.json").read_text())
     assert set(summary["depth"]) == {"level_8", "level_16"}
+
+
+def test_a_short_student_keeps_its_lengths_unless_the_search_decides_them(depth_speed_model):
+    from pipeline.models.blazestylegan import BlazeStyleGAN
+    from pipeline.models.masked import extract
+    from pipeline.profiling.speed_model import load_speed_model
+    short = {"student": {**TINY_DISTILL["student"], "convs": [2, 1]}}
+    config = search_config(short)
+    assert config.student.convs == [2, 1]
+    assert search_config(short, depth=True).student.convs is None
+    speed = load_speed_model(depth_speed_model)
+    penalty = LatencyPenalty(speed, config)
+    assert penalty.base_ms < LatencyPenalty(speed, search_config()).base_ms
+    assert penalty.supernet_ms == pytest.approx(penalty.predict(
+        [*config.student.channels, config.student.head_channels[-1]], [2, 1]))
+    torch.manual_seed(0)
+    masked = MaskedStudent(BlazeStyleGAN(config.student))
+    with torch.no_grad():
+        masked.masks.levels[0][:2] = 0.1
+    student = extract(masked)
+    assert student.config.convs == [2, 1] and student.config.channels == [48, 32]
+    ws = torch.randn(2, masked.num_ws, 16)
+    with torch.no_grad():
+        assert (masked.synthesis(ws)[0] - student.synthesis(ws)[0]).abs().max() < 1e-5

@@ -200,3 +200,31 @@ def test_the_stage_fails_in_one_line_and_writes_nothing(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "missing/points.json: cannot read the speed-model data" in result.stderr
     assert not (tmp_path / "speed.pt").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_short_blocks_get_families_of_their_own_and_plain_data_fits_as_before(fitted, tmp_path):
+    from pipeline.profiling.families import PLAIN_FAMILIES
+    from pipeline.snapshot import load_snapshot, save_snapshot
+    plain = fitted[0]
+    assert plain.config.families == PLAIN_FAMILIES  # no short blocks: the features of old
+    assert plain.mean.shape == (len(FEATURES),)
+    data = _dataset(count=60, students=0)
+    for i, point in enumerate(data["points"][:30]):
+        if point["kind"] == "block":
+            data["points"][i] = {**point, "convs": 1, "upsample": i % 2 == 0,
+                                 "latency_ms": _law(*point_unit({**point, "convs": 1,
+                                                                 "upsample": i % 2 == 0}))}
+    short = fit_speed_model(FitSpeedModelConfig.model_validate({**CONFIG, "steps": 50}),
+                            data)[0]
+    assert short.config.families == (*PLAIN_FAMILIES, "block-short", "block-const-short")
+    assert float(short.unit_ms("block-short", 8, 64.0, 64.0)) > 0
+    with pytest.raises(ValueError, match="unit family 'block-short'"):
+        plain.unit_ms("block-short", 8, 64.0, 64.0)
+    # a snapshot from before the families field loads as a model of the plain four
+    save_speed_model(plain, tmp_path / "speed.pt")
+    payload = load_snapshot(tmp_path / "speed.pt", "speed-model")
+    del payload["config"]["families"]
+    save_snapshot(tmp_path / "old.pt", "speed-model", plain, payload["config"])
+    old = load_speed_model(tmp_path / "old.pt")
+    assert float(old.unit_ms("block", 8, 64.0, 96.0)) == float(plain.unit_ms("block", 8, 64.0,
+                                                                               96.0))

@@ -79,6 +79,12 @@ class BlazeStyleGANConfig(StageConfig):
                                  f"({levels}), got {len(values)}")
         return self
 
+    @pydantic.field_validator("convs", mode="after")
+    @classmethod
+    def _two_everywhere_is_the_default(cls, value):
+        """Two convolutions on every level is the plain config (null): one name per network."""
+        return None if value is not None and min(value) == 2 else value
+
     @property
     def level_convs(self) -> list[int]:
         """Modulated convolutions of each level's block (1 or 2)."""
@@ -254,7 +260,7 @@ def _conv_lrelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 class SynthesisMasks(NamedTuple):
     """The latency search's channel masks (0 / 1, each (1, C, 1, 1)): one per level, on the
-    level's channels (its two convolutions' outputs alike; the first level's also on the
+    level's channels (its convolutions' outputs alike; the first level's also on the
     constant), and one on the last head's hidden channels (or None); and its block-length
     gates (or None): per level, 0 / 1 (a 0-d tensor) for whether its second convolution runs
     (0: the level's features are its first convolution's, exactly)."""

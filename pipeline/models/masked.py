@@ -2,7 +2,7 @@
 group of 8 channels trained by a straight-through estimator, and the extraction of the student
 the masks leave.
 
-* **Masks**: one vector of group scores per level (the level's channels: both convolutions'
+* **Masks**: one vector of group scores per level (the level's channels: its convolutions'
   outputs, and for the first level the constant's) and one for the last head's hidden channels.
   Forward, a group is kept (1) when its score is above 0.5, and the best-scored group of each
   vector always (a floor of 8 channels; of the head, ``head_floor`` channels: its best-scored
@@ -57,9 +57,9 @@ class ChannelMasks(nn.Module):
     def __init__(self, config: BlazeStyleGANConfig, seed: int = 0, head_floor: int = GROUP,
                  depth: bool = False):
         super().__init__()
-        if config.convs is not None and min(config.convs) < 2:
-            raise ValueError(f"a supernet's blocks have two convolutions each, got convs "
-                             f"{config.convs}")
+        if depth and config.convs is not None and min(config.convs) < 2:
+            raise ValueError(f"a length search's supernet has two convolutions per level, got "
+                             f"convs {config.convs}")
         for c in (*config.channels, config.head_channels[-1]):
             if c % GROUP:
                 raise ValueError(f"supernet widths must be multiples of {GROUP}, got {c}")
@@ -163,6 +163,8 @@ class MaskedStudent(nn.Module):
     def searched_config(self) -> BlazeStyleGANConfig:
         *levels, head = (len(k) for k in self.masks.kept())
         convs = self.masks.convs()
+        if convs is None:  # no length search: the supernet's lengths
+            convs = self.config.convs
         return BlazeStyleGANConfig.model_validate({
             **self.config.to_dict(), "channels": levels,
             "head_channels": [*self.config.head_channels[:-1], head],

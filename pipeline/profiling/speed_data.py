@@ -12,7 +12,8 @@ in shuffled passes.
 * **Configurations**: feature sizes from the preset's geometry (``measure_latency.preset``: the
   256 px preset's by default, where latency means something), widths multiples of 8 up to
   ``widen`` times the preset's widest, drawn with a seeded generator; with ``preset_units``, the
-  preset's own units too.
+  preset's own units too; with ``short_blocks`` / ``log_short_blocks``, blocks of one
+  convolution; with ``student_short_share``, whole students with some levels of one.
 * **Timing**: every micro-model in one process, ``passes`` passes each in its own shuffled order
   (warm-up, ``runs`` timed runs, p50), a point's latency the median of its passes' p50s less the
   overhead's; points whose passes vary by more than ``max_cv`` are timed ``remeasure_passes``
@@ -60,7 +61,7 @@ from pipeline.models.blazestylegan import (
 from pipeline.models.inference import strip_aux_heads
 from pipeline.models.units import BlockUnit, HeadUnit, Overhead, randomize_like_trained
 from pipeline.profiling.chain import export_for_timing, summarize_rounds, time_interleaved
-from pipeline.profiling.speed_model import block_family
+from pipeline.profiling.families import block_family
 
 log = logging.getLogger(__name__)
 SCAFFOLDING = {"STRIDED_SLICE"}  # a unit's own input plumbing (units.BlockUnit), not the graph's

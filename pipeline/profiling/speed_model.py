@@ -41,13 +41,17 @@ from torch import nn
 from pipeline.config import PositiveInt, StageConfig
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
+from pipeline.profiling.families import BLOCKS, FAMILIES, PLAIN_FAMILIES, block_family
 from pipeline.snapshot import rebuild_from_snapshot, save_snapshot
 
-FAMILIES = ("block", "block-const", "block-short", "block-const-short", "head-bilinear",
-            "head-subpixel")
-BLOCKS = ("block", "block-const", "block-short", "block-const-short")
-FEATURES = (*(f"is {f}" for f in FAMILIES), "log2 size", "in / 256", "out / 256",
+
+def feature_names(families: Sequence[str] = PLAIN_FAMILIES) -> tuple[str, ...]:
+    """The speed model's input features for a model of ``families`` (one-hot first)."""
+    return (*(f"is {f}" for f in families), "log2 size", "in / 256", "out / 256",
             "in rounded to 16 / 256", "out rounded to 16 / 256", "log MACs", "log elements")
+
+
+FEATURES = feature_names()  # of a speed model without short blocks
 SPEED_MODEL_KIND = "speed-model"
 log = logging.getLogger(__name__)
 
@@ -94,12 +98,14 @@ def _round_up_16(width: torch.Tensor) -> torch.Tensor:
     return width + (torch.ceil(width / 16) * 16 - width).detach()
 
 
-def unit_features(family: str, size: int, cin: Width, cout: Width, w_dim: int) -> torch.Tensor:
-    """The speed model's input for one unit (:data:`FEATURES`), differentiable in the widths."""
-    if family not in FAMILIES:
-        raise ValueError(f"unit family {family!r}: one of {', '.join(FAMILIES)}")
+def unit_features(family: str, size: int, cin: Width, cout: Width, w_dim: int,
+                  families: Sequence[str] = PLAIN_FAMILIES) -> torch.Tensor:
+    """The input of a speed model of ``families`` for one unit (:func:`feature_names`),
+    differentiable in the widths."""
+    if family not in families:
+        raise ValueError(f"unit family {family!r}: one of {', '.join(families)}")
     cin, cout = (torch.as_tensor(c, dtype=torch.float32) for c in (cin, cout))
-    onehot = [torch.tensor(float(family == f)) for f in FAMILIES]
+    onehot = [torch.tensor(float(family == f)) for f in families]
     return torch.stack([
         *onehot, torch.tensor(math.log2(size)), cin / 256, cout / 256,
         _round_up_16(cin) / 256, _round_up_16(cout) / 256,
@@ -136,6 +142,8 @@ class SpeedModelConfig(pydantic.BaseModel):
     domain: dict[str, dict[str, Any]]  # family: sizes, max_in, max_out of the training units
     machine: dict[str, Any]
     geometry: dict[str, Any]           # the student whose geometry was measured
+    # the unit families one-hot encoded (snapshots older than the field: the plain four)
+    families: tuple[str, ...] = PLAIN_FAMILIES
     accuracy: dict[str, Any] | None = None  # the MLP's held-out metrics (fit_speed_model)
 
 
@@ -148,14 +156,15 @@ class SpeedModel(nn.Module):
         super().__init__()
         self.config = config = SpeedModelConfig.model_validate(config)
         self.w_dim, self.overhead_ms = config.w_dim, config.overhead_ms
-        self.members = nn.ModuleList(_mlp(len(FEATURES), config.hidden)
-                                     for _ in range(config.ensemble))
-        self.register_buffer("mean", torch.zeros(len(FEATURES)))
-        self.register_buffer("std", torch.ones(len(FEATURES)))
+        inputs = len(feature_names(config.families))
+        self.members = nn.ModuleList(_mlp(inputs, config.hidden) for _ in range(config.ensemble))
+        self.register_buffer("mean", torch.zeros(inputs))
+        self.register_buffer("std", torch.ones(inputs))
 
     def unit_ms(self, family: str, size: int, cin: Width, cout: Width) -> torch.Tensor:
         """Predicted latency of one unit (ms), differentiable in the widths."""
-        x = (unit_features(family, size, cin, cout, self.w_dim) - self.mean) / self.std
+        x = (unit_features(family, size, cin, cout, self.w_dim, self.config.families)
+             - self.mean) / self.std
         return torch.stack([m(x).squeeze(-1) for m in self.members]).mean().exp()
 
     def baseline_ms(self, family: str, size: int, cin: float, cout: float) -> float:
@@ -169,8 +178,8 @@ class SpeedModel(nn.Module):
 
     def check_domain(self, units: Sequence[tuple[str, int, Width, Width]]) -> None:
         """Refuse units of a family never measured, or outside the feature sizes and widths
-        measured for their kind (blocks of both families together: the MLP shares what it
-        learns about sizes between them; heads)."""
+        measured for their kind (blocks of every block family together, short ones too: the
+        MLP shares what it learns about sizes and widths between them; heads)."""
         domain = self.config.domain
         for family, size, cin, cout in units:
             unit = f"{family} unit (size {size}, widths {float(cin):g} -> {float(cout):g})"
@@ -194,12 +203,6 @@ def _mlp(inputs: int, hidden: Sequence[int]) -> nn.Sequential:
         layers += [nn.Linear(inputs, width), nn.SiLU()]
         inputs = width
     return nn.Sequential(*layers, nn.Linear(inputs, 1))
-
-
-def block_family(upsample: bool, convs: int = 2) -> str:
-    """The family of a level's block: ``block`` (upsampling first) or ``block-const`` (the
-    first level's), ``-short`` with one convolution."""
-    return ("block" if upsample else "block-const") + ("-short" if convs == 1 else "")
 
 
 def student_units(channels: Sequence[Width], head_hidden: Width, sizes: Sequence[int],
@@ -260,16 +263,19 @@ def fit_speed_model(config: FitSpeedModelConfig, data: dict) -> tuple[SpeedModel
     points = data["points"]
     train, test = split(points, config.holdout, config.seed)
     w_dim = data["student"]["w_dim"]
-    model = SpeedModel({"w_dim": w_dim, "overhead_ms": data["overhead_ms"],
+    # the plain families, and the short blocks' where the data has them
+    present = {point_unit(p)[0] for p in points}
+    families = tuple(f for f in FAMILIES if f in PLAIN_FAMILIES or f in present)
+    model = SpeedModel({"w_dim": w_dim, "families": families, "overhead_ms": data["overhead_ms"],
                         "mapping_ms": data.get("mapping_ms"), "hidden": config.hidden,
                         "ensemble": config.ensemble, "baseline": _fit_baseline(train, w_dim),
                         "domain": _domain(train), "machine": data.get("machine", {}),
                         "geometry": data["student"]})
-    x = torch.stack([unit_features(*point_unit(p), w_dim) for p in train])
+    x = torch.stack([unit_features(*point_unit(p), w_dim, families) for p in train])
     y = torch.tensor([math.log(max(p["latency_ms"], config.floor_ms)) for p in train])
     model.mean.copy_(x.mean(0))
     model.std.copy_(torch.where(x.std(0) > 1e-6, x.std(0), torch.ones(())) if len(train) > 1
-                    else torch.ones(len(FEATURES)))
+                    else torch.ones(len(feature_names(families))))
     losses = [_train_member(member, (x - model.mean) / model.std, y, config, config.seed + k)
               for k, member in enumerate(model.members)]
     model.eval().requires_grad_(False)

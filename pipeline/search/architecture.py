@@ -1,8 +1,8 @@
-"""Latency-driven width search for the BlazeStyleGAN student (the ``search_architecture``
-stage), after "Real-Time Portrait Stylization on the Edge": the student widened into a supernet
-with straight-through channel masks (:mod:`pipeline.models.masked`), distilled from the teacher
-with the distillation loss plus a latency penalty from the fitted speed model
-(:mod:`pipeline.profiling.speed_model`), whose gradient reaches the masks.
+"""Latency-driven width (and block-length) search for the BlazeStyleGAN student (the
+``search_architecture`` stage), after "Real-Time Portrait Stylization on the Edge": the student
+widened into a supernet with straight-through channel masks (:mod:`pipeline.models.masked`),
+distilled from the teacher with the distillation loss plus a latency penalty from the fitted
+speed model (:mod:`pipeline.profiling.speed_model`), whose gradient reaches the masks.
 
 * **Loss**: the distill stage's (Eq. 4; the ``distill`` section's weights, optimisers and run
   keys) plus ``gamma * max(0, (T_pred - T(t)) / (T_super - T))``: T_pred the speed model's
@@ -26,8 +26,8 @@ with the distillation loss plus a latency penalty from the fitted speed model
 * **Target**: ``target_ms``, or ``target_ratio`` times the predicted latency of the un-widened
   student (``distill.student``).
 * **Output**: the extracted student (a regular student snapshot, every head, the searched
-  widths), its config and predicted latency, the mask trajectory in dvclive (kept widths per
-  level, predicted and scheduled latency).
+  widths and lengths), its config and predicted latency, the mask trajectory in dvclive (kept
+  widths per level, convolutions per level with ``depth``, predicted and scheduled latency).
 """
 
 from __future__ import annotations
@@ -129,6 +129,8 @@ class SearchConfig(DistillConfig):
     def build(cls, distill: DistillConfig, search: SearchSection) -> SearchConfig:
         final_weight = search.final_level_weight or distill.final_level_weight
         supernet = supernet_config(distill.student, search.widen)
+        if search.depth:  # the search decides every level's length, from two convolutions
+            supernet = supernet.model_copy(update={"convs": None})
         head = supernet.head_channels[-1]
         if search.head_floor % GROUP or search.head_floor > head:
             raise ConfigError(f"search_architecture.head_floor {search.head_floor}: a multiple "
@@ -159,9 +161,16 @@ class LatencyPenalty:
                               f"student has {student.w_dim}: set measure_latency.w_dim to "
                               f"{student.w_dim}")
         widest = [*student.channels, student.head_channels[-1]]
-        self.depth = search.depth
+        self.convs = student.level_convs  # the supernet's, where no gate moves them
         speed.check_domain(self.units(widest))
-        if self.depth:
+        if search.depth:
+            missing = [f for f in ("block-short", "block-const-short")
+                       if f not in speed.config.domain]
+            if missing:
+                raise ConfigError(
+                    f"search_architecture.depth: the speed model has no {' or '.join(missing)} "
+                    "units; measure blocks of one convolution (measure_latency.short_blocks, "
+                    "log_short_blocks, with const_share > 0 for the first level's) and refit")
             speed.check_domain(self.units(widest, [1] * len(student.channels)))
         heldout = (speed.config.accuracy or {}).get("heldout") or {}
         if not heldout.get("count") or heldout["count"] < 10 or heldout["mape_pct"] > 10:
@@ -182,11 +191,12 @@ class LatencyPenalty:
 
     def units(self, widths, convs=None):
         *channels, head = widths
-        return student_units(channels, head, self.sizes, self.head, convs)
+        return student_units(channels, head, self.sizes, self.head,
+                             self.convs if convs is None else convs)
 
     def predict(self, widths, convs=None) -> float:
         """The predicted latency (ms) of the student of ``widths`` (levels, then the head) and
-        ``convs`` per level (default: 2 each)."""
+        ``convs`` per level (default: the supernet's)."""
         with torch.no_grad():
             return float(self.speed.student_ms(self.units(widths, convs)))
 
@@ -214,8 +224,11 @@ class LatencyPenalty:
         with torch.enable_grad():
             slopes = torch.autograd.grad(self.latency(list(leaf), gate_leaf),
                                          [leaf] if gate_leaf is None else [leaf, gate_leaf])
-        floored = [s.clamp_min(max(0.01 * float(s.max()), 1e-9)) for s in slopes]
-        return floored[0], (floored[1] if gate_leaf is not None else None)
+        channel_ms = slopes[0].clamp_min(max(0.01 * float(slopes[0].max()), 1e-9))
+        if gate_leaf is None:
+            return channel_ms, None
+        # a gate the speed model prices at nothing (or less) costs at least 1% of a group
+        return channel_ms, slopes[1].clamp_min(0.01 * GROUP * float(channel_ms.mean()))
 
     def frozen(self, step: int) -> bool:
         """Whether ``step`` is a warm-up step: the masks stay (and the scheduled target is the
@@ -410,7 +423,9 @@ def _finish(run: TrainingRun, config: SearchConfig, ema: MaskedStudent, penalty:
     student = extract(ema)
     _check_extraction(ema, student, probe.eval_ws)
     widths = [*searched.channels, searched.head_channels[-1]]
-    keys = ("channels", "head_channels", *(("convs",) if searched.convs is not None else ()))
+    # the lengths whenever they may differ from distill.student's (null: two everywhere)
+    lengths = config.search.depth or searched.convs != config.base_student.convs
+    keys = ("channels", "head_channels", *(("convs",) if lengths else ()))
     result = {"searched": {key: getattr(searched, key) for key in keys},
               "predicted_ms": penalty.predict(widths, searched.level_convs),
               "target_ms": penalty.target_ms,
